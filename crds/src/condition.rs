@@ -1,0 +1,122 @@
+//! Status conditions and the helper that keeps them from churning.
+//!
+//! `set_condition` reports whether anything changed and moves `lastTransitionTime` only when
+//! the status flips: re-stamping it on every pass makes every pass a write, and writes
+//! trigger reconciles (the classic reconcile storm).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Time;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn from_bool(value: bool) -> Self {
+        if value { Self::True } else { Self::False }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// PascalCase name such as `Ready`, `Valid`, `Installed`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: ConditionStatus,
+    /// CamelCase machine-readable cause.
+    #[serde(default)]
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// The `metadata.generation` this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub last_transition_time: Time,
+}
+
+impl Condition {
+    pub fn new(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>, now: Time) -> Self {
+        Self {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: message.into(),
+            observed_generation: None,
+            last_transition_time: now,
+        }
+    }
+
+    pub fn with_generation(mut self, generation: Option<i64>) -> Self {
+        self.observed_generation = generation;
+        self
+    }
+}
+
+/// Inserts or updates `new` in `conditions` (keyed by type). Returns whether anything
+/// changed. `lastTransitionTime` is taken from `new` only when the status flips or the
+/// condition is new; otherwise the old time is kept.
+pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        None => {
+            conditions.push(new);
+            true
+        }
+        Some(old) => {
+            let transition = if old.status == new.status { old.last_transition_time } else { new.last_transition_time };
+            let updated = Condition { last_transition_time: transition, ..new };
+            if *old == updated {
+                false
+            } else {
+                *old = updated;
+                true
+            }
+        }
+    }
+}
+
+/// Removes the condition of `type_`; returns whether one was there.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) -> bool {
+    let before = conditions.len();
+    conditions.retain(|c| c.type_ != type_);
+    before != conditions.len()
+}
+
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Utc.timestamp_opt(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_flip() {
+        let mut conds = Vec::new();
+        assert!(set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, "Starting", "", at(1))));
+        // same status, later time: nothing changes
+        assert!(!set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, "Starting", "", at(2))));
+        assert_eq!(conds[0].last_transition_time, at(1));
+        // same status, new message: changed, but the time stays
+        assert!(set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, "Starting", "pulling", at(3))));
+        assert_eq!(conds[0].last_transition_time, at(1));
+        // flip: time moves
+        assert!(set_condition(&mut conds, Condition::new("Ready", ConditionStatus::True, "Running", "", at(4))));
+        assert_eq!(conds[0].last_transition_time, at(4));
+        assert_eq!(conds.len(), 1);
+        assert!(remove_condition(&mut conds, "Ready"));
+        assert!(!remove_condition(&mut conds, "Ready"));
+    }
+}

@@ -1,0 +1,237 @@
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{check_ref, default_true, is_true};
+use crate::{
+    Condition, impl_status,
+    registry::KindClass,
+    resource::Spec,
+    validation::Validator,
+    version::{Version, VersionRange},
+};
+
+// === Registry ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// Base URL of a package registry (`https://...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Or a local directory of `.s9pk` files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// Ed25519 public keys (`ed25519:<base64>`) whose package signatures are trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_signers: Vec<String>,
+}
+
+impl Spec for RegistrySpec {
+    const KIND: &'static str = "Registry";
+    const PLURAL: &'static str = "registries";
+    const SHORT_NAMES: &'static [&'static str] = &["reg"];
+    const CLASS: KindClass = KindClass::User;
+    const DESCRIPTION: &'static str = "A package source (a URL or a local directory) and the signer keys it trusts.";
+    type Status = super::BasicStatus;
+
+    fn validate(&self, v: &mut Validator<'_>) {
+        match (&self.url, &self.directory) {
+            (Some(url), None) => {
+                v.at("url").check(url.starts_with("https://") || url.starts_with("http://"), || format!("{url:?} is not an http(s) URL"));
+            }
+            (None, Some(dir)) => v.at("directory").check(dir.starts_with('/'), || format!("{dir:?} must be an absolute path")),
+            _ => v.error("set exactly one of url and directory"),
+        }
+        for (i, key) in self.trusted_signers.iter().enumerate() {
+            v.at("trustedSigners").index(i).check(key.starts_with("ed25519:") && key.len() > 8, || {
+                format!("{key:?} must look like ed25519:<base64 public key>")
+            });
+        }
+    }
+}
+
+// === Package ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageSpec {
+    pub source: PackageSource,
+    /// Desired run state.
+    #[serde(default = "default_true")]
+    pub running: bool,
+    /// `Gateway` for this package's outbound traffic; the server default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_gateway: Option<String>,
+    /// Which addresses of each interface (by interface id) are enabled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub interfaces: BTreeMap<String, InterfaceExposure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageSource {
+    /// A `Registry` to install from...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// ...and the versions accepted from it (`^29.0`, `>=1.2 <2`, `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Or a local `.s9pk` file (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Pins the archive: `sha256:<64 hex>`; required for a local file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InterfaceExposure {
+    /// `https://<hostname>.local:<port>` on the LAN.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub lan: bool,
+    /// An onion address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tor: bool,
+    /// Names of `Domain`s routed to this interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+}
+
+pub fn is_root_hash(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+}
+
+impl Spec for PackageSpec {
+    const KIND: &'static str = "Package";
+    const PLURAL: &'static str = "packages";
+    const SHORT_NAMES: &'static [&'static str] = &["pkg"];
+    const CLASS: KindClass = KindClass::User;
+    const DESCRIPTION: &'static str = "An installed service: where it comes from, whether it runs, and how it is reached.";
+    type Status = PackageStatus;
+
+    fn validate(&self, v: &mut Validator<'_>) {
+        let s = &self.source;
+        let mut src = v.at("source");
+        match (&s.registry, &s.file) {
+            (Some(reg), None) => {
+                check_ref(&mut src.at("registry"), reg);
+                if let Some(range) = &s.version {
+                    if let Err(e) = range.parse::<VersionRange>() {
+                        src.at("version").error(e.to_string());
+                    }
+                }
+            }
+            (None, Some(file)) => {
+                src.at("file").check(file.starts_with('/') && file.ends_with(".s9pk"), || format!("{file:?} must be an absolute path to a .s9pk file"));
+                src.at("rootHash").check(s.root_hash.is_some(), || "required with a local file".into());
+                src.at("version").check(s.version.is_none(), || "only applies to a registry source".into());
+            }
+            _ => src.error("set exactly one of registry and file"),
+        }
+        if let Some(h) = &s.root_hash {
+            src.at("rootHash").check(is_root_hash(h), || format!("{h:?} must be sha256:<64 lower-case hex digits>"));
+        }
+        if let Some(gw) = &self.outbound_gateway {
+            check_ref(&mut v.at("outboundGateway"), gw);
+        }
+        for (id, iface) in &self.interfaces {
+            let mut v = v.at("interfaces");
+            let mut v = v.at(id);
+            check_ref(&mut v, id);
+            for (i, d) in iface.domains.iter().enumerate() {
+                check_ref(&mut v.at("domains").index(i), d);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The installed version (`upstream:downstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Root hash of the installed archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
+    /// Health check results by check id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub health: BTreeMap<String, HealthResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResult {
+    pub result: HealthState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Starting,
+    Success,
+    Failure,
+    Disabled,
+}
+
+impl_status!(PackageStatus);
+
+/// Parses the installed version in a status, if any.
+pub fn parse_version(s: &str) -> Option<Version> {
+    s.parse().ok()
+}
+
+// === ActionRun ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActionRunSpec {
+    /// The `Package` whose action runs.
+    pub package: String,
+    /// The action id from the package manifest.
+    pub action: String,
+    /// Input matching the action's input schema.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub input: Value,
+}
+
+impl Spec for ActionRunSpec {
+    const KIND: &'static str = "ActionRun";
+    const PLURAL: &'static str = "actionruns";
+    const CLASS: KindClass = KindClass::User;
+    const DESCRIPTION: &'static str = "A request to run one action of a package with an input; the status holds the result.";
+    type Status = ActionRunStatus;
+
+    fn validate(&self, v: &mut Validator<'_>) {
+        check_ref(&mut v.at("package"), &self.package);
+        check_ref(&mut v.at("action"), &self.action);
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRunStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<crate::Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<crate::Time>,
+    /// The JSON the action printed on success.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub result: Value,
+}
+
+impl_status!(ActionRunStatus);
