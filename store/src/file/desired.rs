@@ -1,0 +1,170 @@
+//! The `desired/` tree: one YAML file per user object, `desired/<plural>/<name>.yaml`,
+//! holding what people write (apiVersion, kind, name, labels, annotations, spec) and
+//! nothing else, so that it reads and diffs well under git.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use crds::{KindClass, KindInfo, Object, ObjectMeta};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Files larger than this are refused unread.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DesiredDoc<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: DesiredMeta<'a>,
+    spec: &'a Value,
+}
+
+#[derive(Serialize)]
+struct DesiredMeta<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+}
+
+pub fn path_of(root: &Path, kind: &KindInfo, name: &str) -> PathBuf {
+    root.join("desired").join(kind.plural).join(format!("{name}.yaml"))
+}
+
+pub fn encode(obj: &Object) -> String {
+    let doc = DesiredDoc {
+        api_version: &obj.api_version,
+        kind: &obj.kind,
+        metadata: DesiredMeta { name: &obj.metadata.name, labels: &obj.metadata.labels, annotations: &obj.metadata.annotations },
+        spec: &obj.spec,
+    };
+    // Serializing plain data with string keys into YAML does not fail.
+    serde_saphyr::to_string(&doc).unwrap_or_default()
+}
+
+/// Parses the file at `rel` (relative to the data directory, used in messages) as an
+/// object of `kind` named `name`. Errors are complete messages naming the file.
+pub fn decode(rel: &str, bytes: &[u8], kind: &KindInfo, name: &str) -> Result<Object, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("{rel}: not UTF-8: {e}"))?;
+    let mut obj: Object = crds_yaml(text).map_err(|e| format!("{rel}: {e}"))?;
+    if obj.kind != kind.kind {
+        return Err(format!("{rel}: kind {:?} does not belong in desired/{}/ (expected {})", obj.kind, kind.plural, kind.kind));
+    }
+    if obj.metadata.name != name {
+        return Err(format!("{rel}: metadata.name {:?} does not match the file name {name:?}", obj.metadata.name));
+    }
+    // Only what people write is read from files; the rest is the store's.
+    obj.metadata = ObjectMeta {
+        name: obj.metadata.name,
+        labels: obj.metadata.labels,
+        annotations: obj.metadata.annotations,
+        ..ObjectMeta::default()
+    };
+    obj.status = None;
+    Ok(obj)
+}
+
+/// YAML into an object, with the limits that keep hostile files harmless.
+pub fn crds_yaml(text: &str) -> Result<Object, String> {
+    // saphyr's message carries a source excerpt after the first line; keep the first line
+    // (`line 7 column 11: unclosed bracket '['`), which is what a condition can show.
+    serde_saphyr::from_str::<Object>(text).map_err(|e| {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or_default();
+        first.strip_prefix("error: ").unwrap_or(first).to_owned()
+    })
+}
+
+/// One file's parse result, reused while its size and mtime are unchanged.
+#[derive(Debug, Clone)]
+struct Cached {
+    len: u64,
+    modified: Option<SystemTime>,
+    result: Result<Object, String>,
+}
+
+/// What the `desired/` tree holds now.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// By kind and name: the object, or the message saying why its file is unusable.
+    pub files: BTreeMap<(&'static str, String), Result<Object, String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Scanner {
+    cache: HashMap<PathBuf, Cached>,
+}
+
+impl Scanner {
+    pub fn scan(&mut self, root: &Path) -> Scan {
+        let mut scan = Scan::default();
+        let mut seen = Vec::new();
+        let desired = root.join("desired");
+        let Ok(dirs) = fs::read_dir(&desired) else { return scan };
+        for dir in dirs.flatten() {
+            let dir_name = dir.file_name().to_string_lossy().into_owned();
+            if dir_name.starts_with('.') || !dir.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(kind) = crds::kind_by_plural(&dir_name) else {
+                tracing::warn!(path = %dir.path().display(), "ignoring directory: not a kind's plural name");
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(dir.path()) else { continue };
+            for entry in entries.flatten() {
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                let Some(name) = file_name.strip_suffix(".yaml").or_else(|| file_name.strip_suffix(".yml")) else { continue };
+                if file_name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let rel = format!("desired/{dir_name}/{file_name}");
+                let result = match kind.class {
+                    KindClass::User => self.read(&entry.path(), &rel, kind, name),
+                    KindClass::Secret => Err(format!("{rel}: secrets are not read from desired/ (values would sit in plain files): apply them with start-cli")),
+                    KindClass::Derived => Err(format!("{rel}: {} is a derived kind, written only by its controller", kind.kind)),
+                };
+                seen.push(entry.path());
+                let key = (kind.kind, name.to_owned());
+                if scan.files.contains_key(&key) {
+                    scan.files.insert(key, Err(format!("{rel}: both {name}.yaml and {name}.yml exist")));
+                } else {
+                    scan.files.insert(key, result);
+                }
+            }
+        }
+        self.cache.retain(|p, _| seen.contains(p));
+        scan
+    }
+
+    fn read(&mut self, path: &Path, rel: &str, kind: &KindInfo, name: &str) -> Result<Object, String> {
+        let meta = fs::metadata(path).map_err(|e| format!("{rel}: {e}"))?;
+        let (len, modified) = (meta.len(), meta.modified().ok());
+        if let Some(c) = self.cache.get(path).filter(|c| c.len == len && c.modified == modified) {
+            return c.result.clone();
+        }
+        let result = if len > MAX_FILE_BYTES {
+            Err(format!("{rel}: file is {len} bytes, more than the limit of {MAX_FILE_BYTES}"))
+        } else {
+            match fs::read(path) {
+                Ok(bytes) => decode(rel, &bytes, kind, name),
+                Err(e) => Err(format!("{rel}: {e}")),
+            }
+        };
+        self.cache.insert(path.to_owned(), Cached { len, modified, result: result.clone() });
+        result
+    }
+}
+
+/// The name of the `Event` that reports an unusable file for an object that does not exist.
+pub fn invalid_file_event_name(kind: &KindInfo, name: &str) -> String {
+    let mut n = format!("invalid-file-{}-{name}", kind.singular);
+    n.truncate(crds::name::MAX_NAME_LEN);
+    n.trim_end_matches('-').to_owned()
+}
