@@ -433,8 +433,9 @@ impl<P: Persist> Engine<P> {
 
     pub fn patch(&self, kind: &'static KindInfo, name: &str, patch: Patch, sub: Subresource, dry_run: bool) -> Result<Object> {
         let w = self.lock();
-        let current = match self.read().get(kind, name) {
-            Some(c) => (**c).clone(),
+        let current = self.read().get(kind, name).cloned();
+        let current = match current {
+            Some(c) => (*c).clone(),
             None => {
                 return match patch {
                     Patch::Apply(obj) if sub == Subresource::Main => self.create_locked(&w, obj, dry_run, Origin::Api),
