@@ -163,8 +163,20 @@ impl Scanner {
 }
 
 /// The name of the `Event` that reports an unusable file for an object that does not exist.
+/// File names are not always valid object names (`Bad_Name.yaml`), so those are mapped to a
+/// valid name with a hash of the original to keep them apart.
 pub fn invalid_file_event_name(kind: &KindInfo, name: &str) -> String {
-    let mut n = format!("invalid-file-{}-{name}", kind.singular);
-    n.truncate(crds::name::MAX_NAME_LEN);
+    let readable = if crds::name::check_dns_label(name).is_ok() {
+        name.to_owned()
+    } else {
+        let cleaned: String = name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        // FNV-1a: stable across runs, unlike the std hasher.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("{}-{:08x}", cleaned.trim_matches('-'), hash as u32)
+    };
+    let mut n = format!("invalid-file-{}-{readable}", kind.singular);
+    if n.len() > crds::name::MAX_NAME_LEN {
+        n.truncate(crds::name::MAX_NAME_LEN);
+    }
     n.trim_end_matches('-').to_owned()
 }

@@ -138,22 +138,11 @@ fn sync_once(engine: &Engine<FilePersist>, root: &Path, scanner: &mut Scanner) -
     let scan = scanner.scan(root);
     for ((kind_name, name), parsed) in &scan.files {
         let Some(kind) = kind_by_name(kind_name) else { continue };
-        if kind.class != KindClass::User {
-            if let Err(msg) = parsed {
-                report_orphan_error(engine, &w, kind, name, Some(msg))?;
-            }
-            continue;
+        // One file's trouble (even a failed write while reporting it) must not stop the
+        // others from being synchronised.
+        if let Err(e) = sync_file(engine, &w, kind, name, parsed) {
+            tracing::error!(object = %format!("{kind_name}/{name}"), error = %e, "synchronising a file from desired/ failed");
         }
-        let outcome = match parsed {
-            Ok(obj) => apply_file(engine, &w, obj.clone()),
-            Err(msg) => Err(msg.clone()),
-        };
-        let error = outcome.err();
-        let exists = engine.set_file_validity(&w, kind, name, error.as_deref())?;
-        if let Some(msg) = &error {
-            tracing::warn!(object = %format!("{kind_name}/{name}"), error = %msg, "unusable file in desired/");
-        }
-        report_orphan_error(engine, &w, kind, name, if exists { None } else { error.as_deref() })?;
     }
     for obj in engine.user_objects() {
         let key = (obj.kind.as_str(), obj.metadata.name.clone());
@@ -168,6 +157,25 @@ fn sync_once(engine: &Engine<FilePersist>, root: &Path, scanner: &mut Scanner) -
         }
     }
     Ok(())
+}
+
+fn sync_file(engine: &Engine<FilePersist>, w: &Writer<'_>, kind: &'static crds::KindInfo, name: &str, parsed: &Result<Object, String>) -> Result<()> {
+    if kind.class != KindClass::User {
+        return match parsed {
+            Err(msg) => report_orphan_error(engine, w, kind, name, Some(msg)),
+            Ok(_) => Ok(()),
+        };
+    }
+    let outcome = match parsed {
+        Ok(obj) => apply_file(engine, w, obj.clone()),
+        Err(msg) => Err(msg.clone()),
+    };
+    let error = outcome.err();
+    if let Some(msg) = &error {
+        tracing::warn!(object = %format!("{}/{name}", kind.kind), error = %msg, "unusable file in desired/");
+    }
+    let exists = engine.set_file_validity(w, kind, name, error.as_deref())?;
+    report_orphan_error(engine, w, kind, name, if exists { None } else { error.as_deref() })
 }
 
 /// Creates or updates the object from a parsed file; the error is the message for `Valid`.
