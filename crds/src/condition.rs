@@ -42,7 +42,13 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn new(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>, now: Time) -> Self {
+    pub fn new(
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+        now: Time,
+    ) -> Self {
         Self {
             type_: type_.to_owned(),
             status,
@@ -69,8 +75,15 @@ pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) -> bool {
             true
         }
         Some(old) => {
-            let transition = if old.status == new.status { old.last_transition_time } else { new.last_transition_time };
-            let updated = Condition { last_transition_time: transition, ..new };
+            let transition = if old.status == new.status {
+                old.last_transition_time
+            } else {
+                new.last_transition_time
+            };
+            let updated = Condition {
+                last_transition_time: transition,
+                ..new
+            };
             if *old == updated {
                 false
             } else {
@@ -105,15 +118,33 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_flip() {
         let mut conds = Vec::new();
-        assert!(set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, "Starting", "", at(1))));
+        assert!(set_condition(
+            &mut conds,
+            Condition::new("Ready", ConditionStatus::False, "Starting", "", at(1))
+        ));
         // same status, later time: nothing changes
-        assert!(!set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, "Starting", "", at(2))));
+        assert!(!set_condition(
+            &mut conds,
+            Condition::new("Ready", ConditionStatus::False, "Starting", "", at(2))
+        ));
         assert_eq!(conds[0].last_transition_time, at(1));
         // same status, new message: changed, but the time stays
-        assert!(set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, "Starting", "pulling", at(3))));
+        assert!(set_condition(
+            &mut conds,
+            Condition::new(
+                "Ready",
+                ConditionStatus::False,
+                "Starting",
+                "pulling",
+                at(3)
+            )
+        ));
         assert_eq!(conds[0].last_transition_time, at(1));
         // flip: time moves
-        assert!(set_condition(&mut conds, Condition::new("Ready", ConditionStatus::True, "Running", "", at(4))));
+        assert!(set_condition(
+            &mut conds,
+            Condition::new("Ready", ConditionStatus::True, "Running", "", at(4))
+        ));
         assert_eq!(conds[0].last_transition_time, at(4));
         assert_eq!(conds.len(), 1);
         assert!(remove_condition(&mut conds, "Ready"));

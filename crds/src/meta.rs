@@ -45,7 +45,10 @@ pub struct ObjectMeta {
 
 impl ObjectMeta {
     pub fn named(name: impl Into<String>) -> Self {
-        Self { name: name.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
     }
 
     pub fn is_deleting(&self) -> bool {

@@ -9,16 +9,24 @@ pub fn check_dns_label(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("must be at most {MAX_NAME_LEN} characters (got {})", name.len()));
+        return Err(format!(
+            "must be at most {MAX_NAME_LEN} characters (got {})",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!(
             "invalid character {c:?} in {:?}: use lower-case letters, digits and '-'",
             name.escape_debug().to_string()
         ));
     }
     if name.starts_with('-') || name.ends_with('-') {
-        return Err(format!("{name:?} must start and end with a letter or digit"));
+        return Err(format!(
+            "{name:?} must start and end with a letter or digit"
+        ));
     }
     Ok(())
 }
@@ -30,17 +38,33 @@ pub fn check_qualified_key(key: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || p.split('.').any(|l| check_dns_label(l).is_err()) {
-            return Err(format!("invalid prefix in key {key:?}: must be a DNS subdomain"));
-        }
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || p.split('.').any(|l| check_dns_label(l).is_err()))
+    {
+        return Err(format!(
+            "invalid prefix in key {key:?}: must be a DNS subdomain"
+        ));
     }
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok { Ok(()) } else { Err(format!("invalid key {key:?}: use at most 63 alphanumerics, '-', '_' or '.'")) }
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid key {key:?}: use at most 63 alphanumerics, '-', '_' or '.'"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -52,7 +76,19 @@ mod tests {
         for ok in ["a", "hello-world", "x1", &"a".repeat(63)] {
             assert!(check_dns_label(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "a/b", "..", "a..b", "-a", "a-", "a_b", "a\u{0}", &"a".repeat(64), "é"] {
+        for bad in [
+            "",
+            "A",
+            "a/b",
+            "..",
+            "a..b",
+            "-a",
+            "a-",
+            "a_b",
+            "a\u{0}",
+            &"a".repeat(64),
+            "é",
+        ] {
             assert!(check_dns_label(bad).is_err(), "{bad}");
         }
         assert!(check_qualified_key("startos.dev/part-of").is_ok());

@@ -43,12 +43,17 @@ impl Object {
 
     /// Replaces `status.conditions`, keeping the other status fields.
     pub fn set_conditions(&mut self, conditions: &[Condition]) {
-        let status = self.status.get_or_insert_with(|| Value::Object(Default::default()));
+        let status = self
+            .status
+            .get_or_insert_with(|| Value::Object(Default::default()));
         if !status.is_object() {
             *status = Value::Object(Default::default());
         }
         if let Value::Object(map) = status {
-            map.insert("conditions".into(), serde_json::to_value(conditions).unwrap_or_default());
+            map.insert(
+                "conditions".into(),
+                serde_json::to_value(conditions).unwrap_or_default(),
+            );
         }
     }
 }

@@ -59,10 +59,16 @@ impl KindInfo {
     pub fn validate(&self, obj: &Object) -> Result<Object, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         if obj.api_version != API_VERSION {
-            errors.push("apiVersion", format!("expected {API_VERSION:?} but got {:?}", obj.api_version));
+            errors.push(
+                "apiVersion",
+                format!("expected {API_VERSION:?} but got {:?}", obj.api_version),
+            );
         }
         if obj.kind != self.kind {
-            errors.push("kind", format!("expected {:?} but got {:?}", self.kind, obj.kind));
+            errors.push(
+                "kind",
+                format!("expected {:?} but got {:?}", self.kind, obj.kind),
+            );
         }
         check_metadata(obj, &mut errors);
         let spec = match (self.normalize_spec)(&obj.metadata.name, &obj.spec) {
@@ -73,7 +79,10 @@ impl KindInfo {
             }
         };
         errors.into_result()?;
-        Ok(Object { spec: spec.unwrap_or_default(), ..obj.clone() })
+        Ok(Object {
+            spec: spec.unwrap_or_default(),
+            ..obj.clone()
+        })
     }
 
     /// Checks a status against the kind's status type and returns its canonical form.
@@ -93,8 +102,15 @@ fn check_metadata(obj: &Object, errors: &mut ValidationErrors) {
         if let Err(e) = check_qualified_key(key) {
             errors.push(format!("metadata.labels[{key:?}]"), e);
         }
-        if value.len() > 63 || value.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-            errors.push(format!("metadata.labels[{key:?}]"), "value must be at most 63 alphanumerics, '-', '_' or '.'");
+        if value.len() > 63
+            || value
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            errors.push(
+                format!("metadata.labels[{key:?}]"),
+                "value must be at most 63 alphanumerics, '-', '_' or '.'",
+            );
         }
     }
     for key in meta.annotations.keys() {
@@ -102,7 +118,11 @@ fn check_metadata(obj: &Object, errors: &mut ValidationErrors) {
             errors.push(format!("metadata.annotations[{key:?}]"), e);
         }
     }
-    let total: usize = meta.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let total: usize = meta
+        .annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     if total > 256 * 1024 {
         errors.push("metadata.annotations", "must be at most 256 KiB in total");
     }
@@ -111,8 +131,17 @@ fn check_metadata(obj: &Object, errors: &mut ValidationErrors) {
             errors.push(format!("metadata.finalizers[{i}]"), e);
         }
     }
-    if meta.owner_references.iter().filter(|o| o.controller).count() > 1 {
-        errors.push("metadata.ownerReferences", "at most one owner may have controller: true");
+    if meta
+        .owner_references
+        .iter()
+        .filter(|o| o.controller)
+        .count()
+        > 1
+    {
+        errors.push(
+            "metadata.ownerReferences",
+            "at most one owner may have controller: true",
+        );
     }
 }
 
@@ -180,5 +209,7 @@ pub fn kind_by_plural(plural: &str) -> Option<&'static KindInfo> {
 
 /// By any name a person might type: kind, plural, singular or short name, any case.
 pub fn kind_lookup(name: &str) -> Option<&'static KindInfo> {
-    KINDS.iter().find(|k| k.kind.eq_ignore_ascii_case(name) || k.matches(name))
+    KINDS
+        .iter()
+        .find(|k| k.kind.eq_ignore_ascii_case(name) || k.matches(name))
 }

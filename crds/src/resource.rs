@@ -7,12 +7,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
-    Condition, ObjectMeta, ValidationErrors, name::check_dns_label, object::Object, registry::KindClass,
-    validation::Validator,
+    Condition, ObjectMeta, ValidationErrors, name::check_dns_label, object::Object,
+    registry::KindClass, validation::Validator,
 };
 
 /// Implemented by the `spec` type of every kind; the constants describe the kind.
-pub trait Spec: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + PartialEq + Send + Sync + 'static {
+pub trait Spec:
+    Serialize + DeserializeOwned + JsonSchema + Clone + Debug + PartialEq + Send + Sync + 'static
+{
     /// CamelCase kind, e.g. `Package`.
     const KIND: &'static str;
     /// Lower-case plural used in URLs and directory names, e.g. `packages`.
@@ -35,7 +37,18 @@ pub trait Spec: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + Part
 
 /// Implemented by every kind's status type so that generic code (status helpers, the
 /// validity controller) can reach the common fields.
-pub trait Status: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + Default + PartialEq + Send + Sync + 'static {
+pub trait Status:
+    Serialize
+    + DeserializeOwned
+    + JsonSchema
+    + Clone
+    + Debug
+    + Default
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
+{
     fn conditions(&self) -> &[Condition];
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
     fn observed_generation(&self) -> Option<i64>;
@@ -65,7 +78,11 @@ pub struct Resource<S: Spec> {
 
 impl<S: Spec> Resource<S> {
     pub fn new(name: impl Into<String>, spec: S) -> Self {
-        Self { metadata: ObjectMeta::named(name), spec, status: None }
+        Self {
+            metadata: ObjectMeta::named(name),
+            spec,
+            status: None,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -85,14 +102,21 @@ impl<S: Spec> Resource<S> {
     /// Decodes a dynamic object; errors name the field path.
     pub fn from_object(obj: &Object) -> Result<Self, ValidationErrors> {
         if obj.kind != S::KIND {
-            return Err(ValidationErrors::single("kind", format!("expected {} but got {:?}", S::KIND, obj.kind)));
+            return Err(ValidationErrors::single(
+                "kind",
+                format!("expected {} but got {:?}", S::KIND, obj.kind),
+            ));
         }
         let spec = decode::<S>(&obj.spec).map_err(|e| e.prefixed("spec"))?;
         let status = match &obj.status {
             None | Some(Value::Null) => None,
             Some(v) => Some(decode::<S::Status>(v).map_err(|e| e.prefixed("status"))?),
         };
-        Ok(Self { metadata: obj.metadata.clone(), spec, status })
+        Ok(Self {
+            metadata: obj.metadata.clone(),
+            spec,
+            status,
+        })
     }
 
     /// The status, created empty when absent.

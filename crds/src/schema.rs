@@ -85,7 +85,10 @@ mod tests {
         let mut stale = Vec::new();
         for kind in crate::kinds() {
             let files = [
-                (dir.join(format!("{}.yaml", kind.plural)), serde_saphyr::to_string(&crd(kind)).unwrap()),
+                (
+                    dir.join(format!("{}.yaml", kind.plural)),
+                    serde_saphyr::to_string(&crd(kind)).unwrap(),
+                ),
                 (
                     dir.join("schemas").join(format!("{}.json", kind.singular)),
                     serde_json::to_string_pretty(&object_schema(kind)).unwrap() + "\n",
@@ -100,6 +103,9 @@ mod tests {
                 }
             }
         }
-        assert!(stale.is_empty(), "generated files differ from the Rust types (run UPDATE_GENERATED=1 cargo test -p crds): {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "generated files differ from the Rust types (run UPDATE_GENERATED=1 cargo test -p crds): {stale:?}"
+        );
     }
 }

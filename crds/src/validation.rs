@@ -11,7 +11,11 @@ pub struct ValidationError {
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -33,11 +37,17 @@ impl fmt::Display for ValidationErrors {
 
 impl ValidationErrors {
     pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self(vec![ValidationError { path: path.into(), message: message.into() }])
+        Self(vec![ValidationError {
+            path: path.into(),
+            message: message.into(),
+        }])
     }
 
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError { path: path.into(), message: message.into() });
+        self.0.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,15 +85,24 @@ pub struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     pub fn new(errors: &'a mut ValidationErrors) -> Self {
-        Self { errors, path: String::new() }
+        Self {
+            errors,
+            path: String::new(),
+        }
     }
 
     pub fn at(&mut self, field: &str) -> Validator<'_> {
-        Validator { path: join_path(&self.path, field), errors: self.errors }
+        Validator {
+            path: join_path(&self.path, field),
+            errors: self.errors,
+        }
     }
 
     pub fn index(&mut self, i: usize) -> Validator<'_> {
-        Validator { path: format!("{}[{i}]", self.path), errors: self.errors }
+        Validator {
+            path: format!("{}[{i}]", self.path),
+            errors: self.errors,
+        }
     }
 
     pub fn error(&mut self, message: impl Into<String>) {

@@ -22,7 +22,10 @@ pub struct VersionError {
 }
 
 fn err(input: &str, reason: impl Into<String>) -> VersionError {
-    VersionError { input: input.to_owned(), reason: reason.into() }
+    VersionError {
+        input: input.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_numbers(input: &str, part: &str) -> Result<Vec<u64>, VersionError> {
@@ -31,7 +34,8 @@ fn parse_numbers(input: &str, part: &str) -> Result<Vec<u64>, VersionError> {
             if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                 Err(err(input, format!("{n:?} is not a number")))
             } else {
-                n.parse().map_err(|_| err(input, format!("{n:?} is too large")))
+                n.parse()
+                    .map_err(|_| err(input, format!("{n:?} is too large")))
             }
         })
         .collect()
@@ -49,18 +53,25 @@ impl FromStr for Version {
             Some((n, p)) => (n, Some(p)),
             None => (up, None),
         };
-        if let Some(p) = pre {
-            if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-                return Err(err(s, "prerelease must be letters, digits and '.'"));
-            }
+        if let Some(p) = pre
+            && (p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        {
+            return Err(err(s, "prerelease must be letters, digits and '.'"));
         }
-        Ok(Self { upstream: parse_numbers(s, nums)?, prerelease: pre.map(str::to_owned), downstream: parse_numbers(s, down)? })
+        Ok(Self {
+            upstream: parse_numbers(s, nums)?,
+            prerelease: pre.map(str::to_owned),
+            downstream: parse_numbers(s, down)?,
+        })
     }
 }
 
 fn cmp_numbers(a: &[u64], b: &[u64]) -> Ordering {
     let n = a.len().max(b.len());
-    (0..n).map(|i| a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+    (0..n)
+        .map(|i| a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0)))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
 }
 
 impl Ord for Version {
@@ -118,7 +129,11 @@ struct Comparator {
 
 impl Comparator {
     fn matches(&self, v: &Version) -> bool {
-        let prefix_eq = |n: usize| (0..n).all(|i| v.upstream.get(i).unwrap_or(&0) == self.version.upstream.get(i).unwrap_or(&0));
+        let prefix_eq = |n: usize| {
+            (0..n).all(|i| {
+                v.upstream.get(i).unwrap_or(&0) == self.version.upstream.get(i).unwrap_or(&0)
+            })
+        };
         match self.op {
             Op::Gt => v > &self.version,
             Op::Ge => v >= &self.version,
@@ -128,7 +143,12 @@ impl Comparator {
             Op::Eq => prefix_eq(self.given) && v.prerelease == self.version.prerelease,
             Op::Tilde => v >= &self.version && prefix_eq(if self.given >= 2 { 2 } else { 1 }),
             Op::Caret => {
-                let lead = self.version.upstream.iter().position(|&n| n != 0).map_or(self.given, |i| i + 1);
+                let lead = self
+                    .version
+                    .upstream
+                    .iter()
+                    .position(|&n| n != 0)
+                    .map_or(self.given, |i| i + 1);
                 v >= &self.version && prefix_eq(lead.min(self.given))
             }
         }
@@ -143,7 +163,9 @@ pub struct VersionRange {
 
 impl VersionRange {
     pub fn matches(&self, v: &Version) -> bool {
-        self.any_of.iter().any(|all| all.iter().all(|c| c.matches(v)))
+        self.any_of
+            .iter()
+            .any(|all| all.iter().all(|c| c.matches(v)))
     }
 }
 
@@ -165,14 +187,32 @@ impl FromStr for VersionRange {
                 if term == "*" {
                     continue;
                 }
-                let (op, rest) = [(">=", Op::Ge), ("<=", Op::Le), (">", Op::Gt), ("<", Op::Lt), ("=", Op::Eq), ("^", Op::Caret), ("~", Op::Tilde)]
-                    .iter()
-                    .find_map(|(p, op)| term.strip_prefix(p).map(|r| (*op, r)))
-                    .unwrap_or((Op::Eq, term));
+                let (op, rest) = [
+                    (">=", Op::Ge),
+                    ("<=", Op::Le),
+                    (">", Op::Gt),
+                    ("<", Op::Lt),
+                    ("=", Op::Eq),
+                    ("^", Op::Caret),
+                    ("~", Op::Tilde),
+                ]
+                .iter()
+                .find_map(|(p, op)| term.strip_prefix(p).map(|r| (*op, r)))
+                .unwrap_or((Op::Eq, term));
                 let rest = rest.trim_end_matches(".x").trim_end_matches(".*");
                 let version: Version = rest.parse().map_err(|e: VersionError| err(s, e.reason))?;
-                let given = rest.split([':', '-']).next().unwrap_or("").split('.').count();
-                all.push(Comparator { op, version, given, downstream_given: rest.contains(':') });
+                let given = rest
+                    .split([':', '-'])
+                    .next()
+                    .unwrap_or("")
+                    .split('.')
+                    .count();
+                all.push(Comparator {
+                    op,
+                    version,
+                    given,
+                    downstream_given: rest.contains(':'),
+                });
             }
             any_of.push(all);
         }

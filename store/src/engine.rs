@@ -13,9 +13,8 @@ use std::{
 };
 
 use crds::{
-    Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors,
+    Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors, kind_by_name,
     kinds::{REDACTED, SecretSpec},
-    kind_by_name,
     resource::decode,
     set_condition,
 };
@@ -62,6 +61,14 @@ impl Default for EngineConfig {
     }
 }
 
+/// How a change is written: see [`Persist::put`].
+struct Commit {
+    secret: Option<SecretSpec>,
+    desired_changed: bool,
+    origin: Origin,
+    type_: EventType,
+}
+
 #[derive(Debug)]
 pub(crate) struct HistoryEntry {
     pub revision: u64,
@@ -99,7 +106,9 @@ pub(crate) struct Engine<P> {
 
 impl<P> fmt::Debug for Engine<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine").field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,27 +117,48 @@ fn unknown_kind(kind: &str) -> StoreError {
 }
 
 fn rev_of(obj: &Object) -> u64 {
-    obj.metadata.resource_version.as_deref().and_then(|rv| ResourceVersion::parse(rv).ok()).map_or(0, |rv| rv.revision)
+    obj.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|rv| ResourceVersion::parse(rv).ok())
+        .map_or(0, |rv| rv.revision)
 }
 
 /// Whether two objects differ in what people write (spec, labels, annotations).
 fn desired_differs(a: &Object, b: &Object) -> bool {
-    a.spec != b.spec || a.metadata.labels != b.metadata.labels || a.metadata.annotations != b.metadata.annotations
+    a.spec != b.spec
+        || a.metadata.labels != b.metadata.labels
+        || a.metadata.annotations != b.metadata.annotations
 }
 
 impl<P: Persist> Engine<P> {
     pub fn new(persist: P, config: EngineConfig) -> Self {
         let (tx, _) = watch::channel(0);
-        Self { persist, writer: Mutex::new(()), state: RwLock::new(State::default()), epoch: new_epoch(), tx, config }
+        Self {
+            persist,
+            writer: Mutex::new(()),
+            state: RwLock::new(State::default()),
+            epoch: new_epoch(),
+            tx,
+            config,
+        }
     }
 
     /// Loads objects recorded by an earlier run without events (before anyone watches).
-    pub fn load(&self, objects: Vec<(&'static KindInfo, Object)>, secrets: Vec<(String, SecretSpec)>, revision: u64) {
+    pub fn load(
+        &self,
+        objects: Vec<(&'static KindInfo, Object)>,
+        secrets: Vec<(String, SecretSpec)>,
+        revision: u64,
+    ) {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut max = revision;
         for (kind, obj) in objects {
             max = max.max(rev_of(&obj));
-            st.objects.entry(kind.kind).or_default().insert(obj.metadata.name.clone(), Arc::new(obj));
+            st.objects
+                .entry(kind.kind)
+                .or_default()
+                .insert(obj.metadata.name.clone(), Arc::new(obj));
         }
         st.secrets.extend(secrets);
         st.revision = max;
@@ -144,7 +174,11 @@ impl<P: Persist> Engine<P> {
     }
 
     pub fn rv(&self, revision: u64) -> String {
-        ResourceVersion { epoch: self.epoch.clone(), revision }.to_string()
+        ResourceVersion {
+            epoch: self.epoch.clone(),
+            revision,
+        }
+        .to_string()
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -170,29 +204,59 @@ impl<P: Persist> Engine<P> {
     // === reads ===
 
     pub fn get(&self, kind: &'static KindInfo, name: &str) -> Result<Object> {
-        self.read().get(kind, name).map(|o| (**o).clone()).ok_or_else(|| StoreError::not_found(kind.kind, name))
+        self.read()
+            .get(kind, name)
+            .map(|o| (**o).clone())
+            .ok_or_else(|| StoreError::not_found(kind.kind, name))
     }
 
     pub fn list(&self, kind: &'static KindInfo) -> ObjectList {
         let st = self.read();
-        let items = st.objects.get(kind.kind).map(|m| m.values().map(|o| (**o).clone()).collect()).unwrap_or_default();
-        ObjectList { items, resource_version: self.rv(st.revision) }
+        let items = st
+            .objects
+            .get(kind.kind)
+            .map(|m| m.values().map(|o| (**o).clone()).collect())
+            .unwrap_or_default();
+        ObjectList {
+            items,
+            resource_version: self.rv(st.revision),
+        }
     }
 
     pub fn reveal_secret(&self, name: &str) -> Result<SecretSpec> {
-        self.read().secrets.get(name).cloned().ok_or_else(|| StoreError::not_found("Secret", name))
+        self.read()
+            .secrets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::not_found("Secret", name))
     }
 
     // === writes ===
 
     /// Stores `new` under a fresh revision and records the event.
-    fn commit(&self, _w: &Writer<'_>, kind: &'static KindInfo, mut new: Object, secret: Option<SecretSpec>, desired_changed: bool, origin: Origin, type_: EventType) -> Result<Object> {
+    fn commit(
+        &self,
+        _w: &Writer<'_>,
+        kind: &'static KindInfo,
+        mut new: Object,
+        how: Commit,
+    ) -> Result<Object> {
+        let Commit {
+            secret,
+            desired_changed,
+            origin,
+            type_,
+        } = how;
         let revision = self.read().revision + 1;
         new.metadata.resource_version = Some(self.rv(revision));
-        self.persist.put(kind, &new, secret.as_ref(), desired_changed, origin)?;
+        self.persist
+            .put(kind, &new, secret.as_ref(), desired_changed, origin)?;
         let obj = Arc::new(new);
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        st.objects.entry(kind.kind).or_default().insert(obj.metadata.name.clone(), obj.clone());
+        st.objects
+            .entry(kind.kind)
+            .or_default()
+            .insert(obj.metadata.name.clone(), obj.clone());
         if let Some(s) = secret {
             st.secrets.insert(obj.metadata.name.clone(), s);
         }
@@ -202,7 +266,12 @@ impl<P: Persist> Engine<P> {
         Ok((*obj).clone())
     }
 
-    fn commit_remove(&self, _w: &Writer<'_>, kind: &'static KindInfo, mut last: Object) -> Result<Object> {
+    fn commit_remove(
+        &self,
+        _w: &Writer<'_>,
+        kind: &'static KindInfo,
+        mut last: Object,
+    ) -> Result<Object> {
         let revision = self.read().revision + 1;
         self.persist.remove(kind, &last.metadata.name, revision)?;
         last.metadata.resource_version = Some(self.rv(revision));
@@ -222,7 +291,11 @@ impl<P: Persist> Engine<P> {
 
     fn record(&self, st: &mut State, revision: u64, type_: EventType, object: Arc<Object>) {
         st.revision = revision;
-        st.history.push_back(HistoryEntry { revision, type_, object });
+        st.history.push_back(HistoryEntry {
+            revision,
+            type_,
+            object,
+        });
         while st.history.len() > self.config.history_limit.max(1) {
             if let Some(old) = st.history.pop_front() {
                 st.compacted = old.revision;
@@ -235,10 +308,16 @@ impl<P: Persist> Engine<P> {
     }
 
     fn validate(kind: &'static KindInfo, obj: &Object) -> Result<Object> {
-        kind.validate(obj).map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e))
+        kind.validate(obj)
+            .map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e))
     }
 
-    fn check_preconditions(kind: &KindInfo, current: &Object, rv: Option<&str>, uid: Option<&str>) -> Result<()> {
+    fn check_preconditions(
+        kind: &KindInfo,
+        current: &Object,
+        rv: Option<&str>,
+        uid: Option<&str>,
+    ) -> Result<()> {
         let name = &current.metadata.name;
         if let Some(rv) = rv.filter(|rv| !rv.is_empty()) {
             let wanted = ResourceVersion::parse(rv)?.revision;
@@ -250,28 +329,47 @@ impl<P: Persist> Engine<P> {
                 ));
             }
         }
-        if let Some(uid) = uid {
-            if current.metadata.uid.as_deref() != Some(uid) {
-                return Err(StoreError::conflict(kind.kind, name, format!("precondition failed: uid {uid} does not match")));
-            }
+        if let Some(uid) = uid
+            && current.metadata.uid.as_deref() != Some(uid)
+        {
+            return Err(StoreError::conflict(
+                kind.kind,
+                name,
+                format!("precondition failed: uid {uid} does not match"),
+            ));
         }
         Ok(())
     }
 
-    fn check_finalizers(kind: &KindInfo, current: Option<&Object>, finalizers: &[String]) -> Result<()> {
+    fn check_finalizers(
+        kind: &KindInfo,
+        current: Option<&Object>,
+        finalizers: &[String],
+    ) -> Result<()> {
         let name = current.map_or("", |c| &c.metadata.name);
         let unique: BTreeSet<&String> = finalizers.iter().collect();
         if unique.len() != finalizers.len() {
-            return Err(StoreError::invalid(kind.kind, name, ValidationErrors::single("metadata.finalizers", "duplicate finalizer")));
+            return Err(StoreError::invalid(
+                kind.kind,
+                name,
+                ValidationErrors::single("metadata.finalizers", "duplicate finalizer"),
+            ));
         }
-        if let Some(cur) = current.filter(|c| c.metadata.is_deleting()) {
-            if let Some(added) = finalizers.iter().find(|f| !cur.metadata.finalizers.contains(f)) {
-                return Err(StoreError::invalid(
-                    kind.kind,
-                    name,
-                    ValidationErrors::single("metadata.finalizers", format!("cannot add {added:?}: deletion has started, finalizers may only be removed")),
-                ));
-            }
+        if let Some(cur) = current.filter(|c| c.metadata.is_deleting())
+            && let Some(added) = finalizers
+                .iter()
+                .find(|f| !cur.metadata.finalizers.contains(f))
+        {
+            return Err(StoreError::invalid(
+                kind.kind,
+                name,
+                ValidationErrors::single(
+                    "metadata.finalizers",
+                    format!(
+                        "cannot add {added:?}: deletion has started, finalizers may only be removed"
+                    ),
+                ),
+            ));
         }
         Ok(())
     }
@@ -282,14 +380,22 @@ impl<P: Persist> Engine<P> {
         if kind.class != KindClass::Secret {
             return Ok(None);
         }
-        let mut spec: SecretSpec = decode(&obj.spec).map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e.prefixed("spec")))?;
+        let mut spec: SecretSpec = decode(&obj.spec)
+            .map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e.prefixed("spec")))?;
         let stored = self.read().secrets.get(&obj.metadata.name).cloned();
         for (key, value) in &mut spec.data {
             if value == REDACTED {
                 match stored.as_ref().and_then(|s| s.data.get(key)) {
                     Some(old) => old.clone_into(value),
                     None => {
-                        return Err(StoreError::invalid(kind.kind, &obj.metadata.name, ValidationErrors::single(format!("spec.data.{key}"), "a new value cannot be the redaction marker")));
+                        return Err(StoreError::invalid(
+                            kind.kind,
+                            &obj.metadata.name,
+                            ValidationErrors::single(
+                                format!("spec.data.{key}"),
+                                "a new value cannot be the redaction marker",
+                            ),
+                        ));
                     }
                 }
             }
@@ -300,17 +406,35 @@ impl<P: Persist> Engine<P> {
 
     pub fn create(&self, obj: Object, dry_run: bool) -> Result<Object> {
         let w = self.lock();
-        self.create_locked(&w, obj, dry_run, Origin::Api)
+        self.create_locked(&w, &obj, dry_run, Origin::Api)
     }
 
-    pub(crate) fn create_locked(&self, w: &Writer<'_>, obj: Object, dry_run: bool, origin: Origin) -> Result<Object> {
-        let kind = Self::kind_of(&obj)?;
-        if obj.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
-            return Err(StoreError::invalid(kind.kind, &obj.metadata.name, ValidationErrors::single("metadata.resourceVersion", "must not be set on create")));
+    pub(crate) fn create_locked(
+        &self,
+        w: &Writer<'_>,
+        obj: &Object,
+        dry_run: bool,
+        origin: Origin,
+    ) -> Result<Object> {
+        let kind = Self::kind_of(obj)?;
+        if obj
+            .metadata
+            .resource_version
+            .as_deref()
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(StoreError::invalid(
+                kind.kind,
+                &obj.metadata.name,
+                ValidationErrors::single("metadata.resourceVersion", "must not be set on create"),
+            ));
         }
-        let mut new = Self::validate(kind, &obj)?;
+        let mut new = Self::validate(kind, obj)?;
         if self.read().get(kind, &new.metadata.name).is_some() {
-            return Err(StoreError::AlreadyExists { kind: kind.kind.to_owned(), name: new.metadata.name.clone() });
+            return Err(StoreError::AlreadyExists {
+                kind: kind.kind.to_owned(),
+                name: new.metadata.name.clone(),
+            });
         }
         Self::check_finalizers(kind, None, &new.metadata.finalizers)?;
         let secret = self.split_secret(kind, &mut new)?;
@@ -323,18 +447,44 @@ impl<P: Persist> Engine<P> {
         if dry_run {
             return Ok(new);
         }
-        self.commit(w, kind, new, secret, true, origin, EventType::Added)
+        self.commit(
+            w,
+            kind,
+            new,
+            Commit {
+                secret,
+                desired_changed: true,
+                origin,
+                type_: EventType::Added,
+            },
+        )
     }
 
     pub fn update(&self, obj: Object, sub: Subresource, dry_run: bool) -> Result<Object> {
         let w = self.lock();
-        self.update_locked(&w, obj, sub, dry_run, Origin::Api)
+        self.update_locked(&w, &obj, sub, dry_run, Origin::Api)
     }
 
-    pub(crate) fn update_locked(&self, w: &Writer<'_>, obj: Object, sub: Subresource, dry_run: bool, origin: Origin) -> Result<Object> {
-        let kind = Self::kind_of(&obj)?;
-        let current = self.read().get(kind, &obj.metadata.name).cloned().ok_or_else(|| StoreError::not_found(kind.kind, &obj.metadata.name))?;
-        Self::check_preconditions(kind, &current, obj.metadata.resource_version.as_deref(), obj.metadata.uid.as_deref())?;
+    pub(crate) fn update_locked(
+        &self,
+        w: &Writer<'_>,
+        obj: &Object,
+        sub: Subresource,
+        dry_run: bool,
+        origin: Origin,
+    ) -> Result<Object> {
+        let kind = Self::kind_of(obj)?;
+        let current = self
+            .read()
+            .get(kind, &obj.metadata.name)
+            .cloned()
+            .ok_or_else(|| StoreError::not_found(kind.kind, &obj.metadata.name))?;
+        Self::check_preconditions(
+            kind,
+            &current,
+            obj.metadata.resource_version.as_deref(),
+            obj.metadata.uid.as_deref(),
+        )?;
         let mut new = (*current).clone();
         let mut secret = None;
         match sub {
@@ -342,11 +492,14 @@ impl<P: Persist> Engine<P> {
                 let status = obj.status.clone().unwrap_or(Value::Null);
                 new.status = match status {
                     Value::Null => None,
-                    s => Some(kind.validate_status(&s).map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e))?),
+                    s => Some(
+                        kind.validate_status(&s)
+                            .map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e))?,
+                    ),
                 };
             }
             Subresource::Main => {
-                let mut valid = Self::validate(kind, &obj)?;
+                let mut valid = Self::validate(kind, obj)?;
                 secret = self.split_secret(kind, &mut valid)?;
                 new.spec = valid.spec;
                 new.metadata.labels = valid.metadata.labels;
@@ -361,7 +514,9 @@ impl<P: Persist> Engine<P> {
                 }
             }
         }
-        let secret_changed = secret.as_ref().is_some_and(|s| self.read().secrets.get(&new.metadata.name) != Some(s));
+        let secret_changed = secret
+            .as_ref()
+            .is_some_and(|s| self.read().secrets.get(&new.metadata.name) != Some(s));
         if new == *current && !secret_changed {
             return Ok(new);
         }
@@ -374,17 +529,50 @@ impl<P: Persist> Engine<P> {
             return Ok(gone);
         }
         let desired_changed = desired_differs(&new, &current);
-        self.commit(w, kind, new, secret, desired_changed, origin, EventType::Modified)
+        self.commit(
+            w,
+            kind,
+            new,
+            Commit {
+                secret,
+                desired_changed,
+                origin,
+                type_: EventType::Modified,
+            },
+        )
     }
 
-    pub fn delete(&self, kind: &'static KindInfo, name: &str, pre: &Preconditions, dry_run: bool) -> Result<Deleted> {
+    pub fn delete(
+        &self,
+        kind: &'static KindInfo,
+        name: &str,
+        pre: &Preconditions,
+        dry_run: bool,
+    ) -> Result<Deleted> {
         let w = self.lock();
         self.delete_locked(&w, kind, name, pre, dry_run, Origin::Api)
     }
 
-    pub(crate) fn delete_locked(&self, w: &Writer<'_>, kind: &'static KindInfo, name: &str, pre: &Preconditions, dry_run: bool, origin: Origin) -> Result<Deleted> {
-        let current = self.read().get(kind, name).cloned().ok_or_else(|| StoreError::not_found(kind.kind, name))?;
-        Self::check_preconditions(kind, &current, pre.resource_version.as_deref(), pre.uid.as_deref())?;
+    pub(crate) fn delete_locked(
+        &self,
+        w: &Writer<'_>,
+        kind: &'static KindInfo,
+        name: &str,
+        pre: &Preconditions,
+        dry_run: bool,
+        origin: Origin,
+    ) -> Result<Deleted> {
+        let current = self
+            .read()
+            .get(kind, name)
+            .cloned()
+            .ok_or_else(|| StoreError::not_found(kind.kind, name))?;
+        Self::check_preconditions(
+            kind,
+            &current,
+            pre.resource_version.as_deref(),
+            pre.uid.as_deref(),
+        )?;
         if !current.metadata.finalizers.is_empty() {
             if current.metadata.is_deleting() {
                 return Ok(Deleted::Pending((*current).clone()));
@@ -395,7 +583,19 @@ impl<P: Persist> Engine<P> {
             if dry_run {
                 return Ok(Deleted::Pending(new));
             }
-            return self.commit(w, kind, new, None, false, origin, EventType::Modified).map(Deleted::Pending);
+            return self
+                .commit(
+                    w,
+                    kind,
+                    new,
+                    Commit {
+                        secret: None,
+                        desired_changed: false,
+                        origin,
+                        type_: EventType::Modified,
+                    },
+                )
+                .map(Deleted::Pending);
         }
         if dry_run {
             return Ok(Deleted::Gone((*current).clone()));
@@ -412,33 +612,61 @@ impl<P: Persist> Engine<P> {
         while let Some(uid) = queue.pop_front() {
             let (live, dependents) = {
                 let st = self.read();
-                let all = || st.objects.iter().flat_map(|(_, m)| m.values());
+                let all = || st.objects.values().flat_map(|m| m.values());
                 let live: HashSet<String> = all().filter_map(|o| o.metadata.uid.clone()).collect();
-                let deps: Vec<Arc<Object>> = all().filter(|o| o.metadata.owner_references.iter().any(|r| r.uid == uid)).cloned().collect();
+                let deps: Vec<Arc<Object>> = all()
+                    .filter(|o| o.metadata.owner_references.iter().any(|r| r.uid == uid))
+                    .cloned()
+                    .collect();
                 (live, deps)
             };
             for dep in dependents {
-                if dep.metadata.owner_references.iter().any(|r| live.contains(&r.uid)) {
+                if dep
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .any(|r| live.contains(&r.uid))
+                {
                     continue;
                 }
-                let Some(kind) = kind_by_name(&dep.kind) else { continue };
-                match self.delete_locked(w, kind, dep.name(), &Preconditions::default(), false, Origin::Api) {
+                let Some(kind) = kind_by_name(&dep.kind) else {
+                    continue;
+                };
+                match self.delete_locked(
+                    w,
+                    kind,
+                    dep.name(),
+                    &Preconditions::default(),
+                    false,
+                    Origin::Api,
+                ) {
                     Ok(Deleted::Gone(o)) => queue.extend(o.metadata.uid),
                     Ok(Deleted::Pending(_)) => {}
-                    Err(e) => tracing::warn!(object = %dep.key(), error = %e, "could not delete dependent"),
+                    Err(e) => {
+                        tracing::warn!(object = %dep.key(), error = %e, "could not delete dependent")
+                    }
                 }
             }
         }
     }
 
-    pub fn patch(&self, kind: &'static KindInfo, name: &str, patch: Patch, sub: Subresource, dry_run: bool) -> Result<Object> {
+    pub fn patch(
+        &self,
+        kind: &'static KindInfo,
+        name: &str,
+        patch: Patch,
+        sub: Subresource,
+        dry_run: bool,
+    ) -> Result<Object> {
         let w = self.lock();
         let current = self.read().get(kind, name).cloned();
         let current = match current {
             Some(c) => (*c).clone(),
             None => {
                 return match patch {
-                    Patch::Apply(obj) if sub == Subresource::Main => self.create_locked(&w, obj, dry_run, Origin::Api),
+                    Patch::Apply(obj) if sub == Subresource::Main => {
+                        self.create_locked(&w, &obj, dry_run, Origin::Api)
+                    }
                     _ => Err(StoreError::not_found(kind.kind, name)),
                 };
             }
@@ -451,17 +679,22 @@ impl<P: Persist> Engine<P> {
             }
             Patch::Json(p) => {
                 let mut doc = serde_json::to_value(&current).unwrap_or_default();
-                json_patch::patch(&mut doc, &p).map_err(|e| StoreError::BadRequest(format!("json patch on {} {name:?}: {e}", kind.kind)))?;
+                json_patch::patch(&mut doc, &p).map_err(|e| {
+                    StoreError::BadRequest(format!("json patch on {} {name:?}: {e}", kind.kind))
+                })?;
                 from_doc(kind, name, doc)?
             }
             Patch::Apply(applied) => {
+                let applied = *applied;
                 let mut new = current.clone();
                 if sub == Subresource::Status {
                     new.status = applied.status;
                 } else {
                     new.spec = applied.spec;
                     new.metadata.labels.extend(applied.metadata.labels);
-                    new.metadata.annotations.extend(applied.metadata.annotations);
+                    new.metadata
+                        .annotations
+                        .extend(applied.metadata.annotations);
                     if !applied.metadata.finalizers.is_empty() {
                         new.metadata.finalizers = applied.metadata.finalizers;
                     }
@@ -476,33 +709,58 @@ impl<P: Persist> Engine<P> {
             }
         };
         if new.metadata.name != name || new.kind != kind.kind {
-            return Err(StoreError::BadRequest(format!("a patch of {} {name:?} cannot change its kind or name", kind.kind)));
+            return Err(StoreError::BadRequest(format!(
+                "a patch of {} {name:?} cannot change its kind or name",
+                kind.kind
+            )));
         }
         // The patch was computed from `current` under the writer lock, so it cannot be stale
         // unless the patch itself carried an older resourceVersion.
         if new.metadata.resource_version.is_none() {
-            new.metadata.resource_version.clone_from(&current.metadata.resource_version);
+            new.metadata
+                .resource_version
+                .clone_from(&current.metadata.resource_version);
         }
-        self.update_locked(&w, new, sub, dry_run, Origin::Api)
+        self.update_locked(&w, &new, sub, dry_run, Origin::Api)
     }
 
     /// Sets or clears `Valid=False` on an object from a file that does not parse, without
     /// touching its spec. Returns whether the object exists.
-    pub(crate) fn set_file_validity(&self, w: &Writer<'_>, kind: &'static KindInfo, name: &str, error: Option<&str>) -> Result<bool> {
-        let Some(current) = self.read().get(kind, name).cloned() else { return Ok(false) };
+    pub(crate) fn set_file_validity(
+        &self,
+        w: &Writer<'_>,
+        kind: &'static KindInfo,
+        name: &str,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let Some(current) = self.read().get(kind, name).cloned() else {
+            return Ok(false);
+        };
         let mut conditions = current.conditions();
         let existing = crds::condition::find_condition(&conditions, "Valid").cloned();
         let changed = match error {
-            Some(msg) => set_condition(&mut conditions, Condition::new("Valid", ConditionStatus::False, "InvalidFile", msg, self.now()).with_generation(current.metadata.generation)),
-            None if existing.as_ref().is_some_and(|c| c.reason == "InvalidFile") => {
-                set_condition(&mut conditions, Condition::new("Valid", ConditionStatus::True, "Valid", "", self.now()).with_generation(current.metadata.generation))
-            }
+            Some(msg) => set_condition(
+                &mut conditions,
+                Condition::new(
+                    "Valid",
+                    ConditionStatus::False,
+                    "InvalidFile",
+                    msg,
+                    self.now(),
+                )
+                .with_generation(current.metadata.generation),
+            ),
+            None if existing.as_ref().is_some_and(|c| c.reason == "InvalidFile") => set_condition(
+                &mut conditions,
+                Condition::new("Valid", ConditionStatus::True, "Valid", "", self.now())
+                    .with_generation(current.metadata.generation),
+            ),
             None => false,
         };
         if changed {
             let mut new = (*current).clone();
             new.set_conditions(&conditions);
-            self.update_locked(w, new, Subresource::Status, false, Origin::File)?;
+            self.update_locked(w, &new, Subresource::Status, false, Origin::File)?;
         }
         Ok(true)
     }
@@ -519,5 +777,10 @@ impl<P: Persist> Engine<P> {
 }
 
 fn from_doc(kind: &KindInfo, name: &str, doc: Value) -> Result<Object> {
-    serde_json::from_value(doc).map_err(|e| StoreError::BadRequest(format!("patched {} {name:?} is not an object: {e}", kind.kind)))
+    serde_json::from_value(doc).map_err(|e| {
+        StoreError::BadRequest(format!(
+            "patched {} {name:?} is not an object: {e}",
+            kind.kind
+        ))
+    })
 }

@@ -12,19 +12,32 @@ pub enum StoreError {
     AlreadyExists { kind: String, name: String },
     /// A precondition (resourceVersion or uid) no longer holds: re-read and try again.
     #[error("conflict on {kind} {name:?}: {message}")]
-    Conflict { kind: String, name: String, message: String },
+    Conflict {
+        kind: String,
+        name: String,
+        message: String,
+    },
     /// The object is not acceptable (schema, names, finalizer rules).
     #[error("{kind} {name:?} is invalid: {errors}")]
-    Invalid { kind: String, name: String, errors: ValidationErrors },
+    Invalid {
+        kind: String,
+        name: String,
+        errors: ValidationErrors,
+    },
     /// A watch cannot resume from the requested version: relist and watch again.
-    #[error("resource version {requested} is too old or from another run of the store (current {current})")]
+    #[error(
+        "resource version {requested} is too old or from another run of the store (current {current})"
+    )]
     Gone { requested: String, current: String },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A transport failure (HTTP backend) or another failure outside the request's control.
     #[error("{0}")]
     Unavailable(String),
@@ -39,15 +52,26 @@ impl StoreError {
     }
 
     pub fn not_found(kind: &str, name: &str) -> Self {
-        Self::NotFound { kind: kind.to_owned(), name: name.to_owned() }
+        Self::NotFound {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        }
     }
 
     pub fn conflict(kind: &str, name: &str, message: impl Into<String>) -> Self {
-        Self::Conflict { kind: kind.to_owned(), name: name.to_owned(), message: message.into() }
+        Self::Conflict {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            message: message.into(),
+        }
     }
 
     pub fn invalid(kind: &str, name: &str, errors: ValidationErrors) -> Self {
-        Self::Invalid { kind: kind.to_owned(), name: name.to_owned(), errors }
+        Self::Invalid {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            errors,
+        }
     }
 
     pub fn is_not_found(&self) -> bool {

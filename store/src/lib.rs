@@ -101,7 +101,7 @@ pub enum Patch {
     Json(json_patch::Patch),
     /// Server-side apply of a full intent: creates the object when absent; otherwise its
     /// spec is replaced and the given labels and annotations are set.
-    Apply(Object),
+    Apply(Box<Object>),
 }
 
 /// Which part of an object a write targets.
@@ -124,13 +124,29 @@ pub trait Store: Send + Sync + 'static {
     async fn update(&self, obj: Object, opts: &WriteOptions) -> Result<Object>;
     /// Replaces the status only, with the same precondition rule.
     async fn update_status(&self, obj: Object, opts: &WriteOptions) -> Result<Object>;
-    async fn patch(&self, kind: &'static KindInfo, name: &str, patch: Patch, sub: Subresource, opts: &WriteOptions)
-    -> Result<Object>;
-    async fn delete(&self, kind: &'static KindInfo, name: &str, pre: &Preconditions, opts: &WriteOptions) -> Result<Deleted>;
+    async fn patch(
+        &self,
+        kind: &'static KindInfo,
+        name: &str,
+        patch: Patch,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Object>;
+    async fn delete(
+        &self,
+        kind: &'static KindInfo,
+        name: &str,
+        pre: &Preconditions,
+        opts: &WriteOptions,
+    ) -> Result<Deleted>;
     /// Events for `kind` (all kinds when `None`) after `since`. Without `since`, starts with
     /// a synthetic `ADDED` for every existing object. `Gone` when `since` is too old or from
     /// another run.
-    async fn watch(&self, kind: Option<&'static KindInfo>, since: Option<&str>) -> Result<WatchStream>;
+    async fn watch(
+        &self,
+        kind: Option<&'static KindInfo>,
+        since: Option<&str>,
+    ) -> Result<WatchStream>;
     /// The values of a `Secret`. Only for in-process callers: remote backends refuse.
     async fn reveal_secret(&self, name: &str) -> Result<SecretSpec>;
 }

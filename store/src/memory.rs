@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use crds::{KindInfo, Object, kinds::SecretSpec};
 
 use crate::{
-    Deleted, ObjectList, Patch, Preconditions, Result, Store, Subresource, WatchStream, WriteOptions,
+    Deleted, ObjectList, Patch, Preconditions, Result, Store, Subresource, WatchStream,
+    WriteOptions,
     engine::{Engine, EngineConfig},
     persist::NoPersist,
     watch::watch,
@@ -25,7 +26,9 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new(config: EngineConfig) -> Self {
-        Self { engine: Arc::new(Engine::new(NoPersist, config)) }
+        Self {
+            engine: Arc::new(Engine::new(NoPersist, config)),
+        }
     }
 }
 
@@ -58,17 +61,39 @@ macro_rules! engine_store {
                 $crate::memory::blocking(move || e.update(obj, Subresource::Status, dry)).await
             }
 
-            async fn patch(&self, kind: &'static KindInfo, name: &str, patch: Patch, sub: Subresource, opts: &WriteOptions) -> Result<Object> {
+            async fn patch(
+                &self,
+                kind: &'static KindInfo,
+                name: &str,
+                patch: Patch,
+                sub: Subresource,
+                opts: &WriteOptions,
+            ) -> Result<Object> {
                 let (e, dry, name) = (self.engine.clone(), opts.dry_run, name.to_owned());
                 $crate::memory::blocking(move || e.patch(kind, &name, patch, sub, dry)).await
             }
 
-            async fn delete(&self, kind: &'static KindInfo, name: &str, pre: &Preconditions, opts: &WriteOptions) -> Result<Deleted> {
-                let (e, dry, name, pre) = (self.engine.clone(), opts.dry_run, name.to_owned(), pre.clone());
+            async fn delete(
+                &self,
+                kind: &'static KindInfo,
+                name: &str,
+                pre: &Preconditions,
+                opts: &WriteOptions,
+            ) -> Result<Deleted> {
+                let (e, dry, name, pre) = (
+                    self.engine.clone(),
+                    opts.dry_run,
+                    name.to_owned(),
+                    pre.clone(),
+                );
                 $crate::memory::blocking(move || e.delete(kind, &name, &pre, dry)).await
             }
 
-            async fn watch(&self, kind: Option<&'static KindInfo>, since: Option<&str>) -> Result<WatchStream> {
+            async fn watch(
+                &self,
+                kind: Option<&'static KindInfo>,
+                since: Option<&str>,
+            ) -> Result<WatchStream> {
                 watch(self.engine.clone(), kind, since)
             }
 
@@ -82,7 +107,10 @@ pub(crate) use engine_store;
 
 engine_store!(MemoryStore);
 
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| crate::StoreError::Unavailable(format!("store write task failed: {e}")))?
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::StoreError::Unavailable(format!("store write task failed: {e}")))?
 }
-

@@ -18,7 +18,14 @@ pub enum Origin {
 pub trait Persist: Send + Sync + 'static {
     /// Durably stores `obj` (with `secret` holding the values of a `Secret`).
     /// `desired_changed` says whether spec, labels or annotations differ from what was stored.
-    fn put(&self, kind: &KindInfo, obj: &Object, secret: Option<&SecretSpec>, desired_changed: bool, origin: Origin) -> Result<()>;
+    fn put(
+        &self,
+        kind: &KindInfo,
+        obj: &Object,
+        secret: Option<&SecretSpec>,
+        desired_changed: bool,
+        origin: Origin,
+    ) -> Result<()>;
     /// Durably removes the object; `revision` is the revision of the removal, which must
     /// survive a restart even though no object carries it.
     fn remove(&self, kind: &KindInfo, name: &str, revision: u64) -> Result<()>;
@@ -29,7 +36,14 @@ pub trait Persist: Send + Sync + 'static {
 pub struct NoPersist;
 
 impl Persist for NoPersist {
-    fn put(&self, _: &KindInfo, _: &Object, _: Option<&SecretSpec>, _: bool, _: Origin) -> Result<()> {
+    fn put(
+        &self,
+        _: &KindInfo,
+        _: &Object,
+        _: Option<&SecretSpec>,
+        _: bool,
+        _: Origin,
+    ) -> Result<()> {
         Ok(())
     }
 

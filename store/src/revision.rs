@@ -24,12 +24,19 @@ impl fmt::Display for ResourceVersion {
 
 impl ResourceVersion {
     pub fn parse(s: &str) -> Result<Self, StoreError> {
-        let bad = || StoreError::BadRequest(format!("invalid resourceVersion {s:?}: expected <epoch>-<revision>"));
+        let bad = || {
+            StoreError::BadRequest(format!(
+                "invalid resourceVersion {s:?}: expected <epoch>-<revision>"
+            ))
+        };
         let (epoch, rev) = s.rsplit_once('-').ok_or_else(bad)?;
         if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
-        Ok(Self { epoch: epoch.to_owned(), revision: rev.parse().map_err(|_| bad())? })
+        Ok(Self {
+            epoch: epoch.to_owned(),
+            revision: rev.parse().map_err(|_| bad())?,
+        })
     }
 }
 

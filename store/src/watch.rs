@@ -11,9 +11,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::{
-    EventType, Result, StoreError, WatchEvent, WatchStream,
-    engine::Engine,
-    persist::Persist,
+    EventType, Result, StoreError, WatchEvent, WatchStream, engine::Engine, persist::Persist,
     revision::ResourceVersion,
 };
 
@@ -26,7 +24,11 @@ struct Cursor<P> {
     done: bool,
 }
 
-pub(crate) fn watch<P: Persist>(engine: Arc<Engine<P>>, kind: Option<&'static KindInfo>, since: Option<&str>) -> Result<WatchStream> {
+pub(crate) fn watch<P: Persist>(
+    engine: Arc<Engine<P>>,
+    kind: Option<&'static KindInfo>,
+    since: Option<&str>,
+) -> Result<WatchStream> {
     let mut rx = engine.subscribe();
     rx.borrow_and_update();
     let st = engine.read();
@@ -35,25 +37,41 @@ pub(crate) fn watch<P: Persist>(engine: Arc<Engine<P>>, kind: Option<&'static Ki
         None => {
             for (k, objects) in &st.objects {
                 if kind.is_none_or(|want| want.kind == *k) {
-                    pending.extend(objects.values().map(|o| WatchEvent { type_: EventType::Added, object: o.clone() }));
+                    pending.extend(objects.values().map(|o| WatchEvent {
+                        type_: EventType::Added,
+                        object: o.clone(),
+                    }));
                 }
             }
             st.revision
         }
         Some(s) => {
             let rv = ResourceVersion::parse(s)?;
-            let gone = || StoreError::Gone { requested: s.to_owned(), current: engine.rv(st.revision) };
+            let gone = || StoreError::Gone {
+                requested: s.to_owned(),
+                current: engine.rv(st.revision),
+            };
             if rv.epoch != engine.epoch() || rv.revision < st.compacted {
                 return Err(gone());
             }
             if rv.revision > st.revision {
-                return Err(StoreError::BadRequest(format!("resourceVersion {s} is newer than the store ({})", engine.rv(st.revision))));
+                return Err(StoreError::BadRequest(format!(
+                    "resourceVersion {s} is newer than the store ({})",
+                    engine.rv(st.revision)
+                )));
             }
             rv.revision
         }
     };
     drop(st);
-    let cursor = Cursor { engine, kind, revision, pending, rx, done: false };
+    let cursor = Cursor {
+        engine,
+        kind,
+        revision,
+        pending,
+        rx,
+        done: false,
+    };
     Ok(futures::stream::unfold(cursor, next).boxed())
 }
 
@@ -70,14 +88,20 @@ async fn next<P: Persist>(mut c: Cursor<P>) -> Option<(Result<WatchEvent>, Curso
             let st = c.engine.read();
             if c.revision < st.compacted {
                 c.done = true;
-                let err = StoreError::Gone { requested: c.engine.rv(c.revision), current: c.engine.rv(st.revision) };
+                let err = StoreError::Gone {
+                    requested: c.engine.rv(c.revision),
+                    current: c.engine.rv(st.revision),
+                };
                 drop(st);
                 return Some((Err(err), c));
             }
             let start = st.history.partition_point(|e| e.revision <= c.revision);
             for e in st.history.range(start..) {
                 if c.kind.is_none_or(|k| k.kind == e.object.kind) {
-                    c.pending.push_back(WatchEvent { type_: e.type_, object: e.object.clone() });
+                    c.pending.push_back(WatchEvent {
+                        type_: e.type_,
+                        object: e.object.clone(),
+                    });
                 }
             }
             c.revision = st.revision;

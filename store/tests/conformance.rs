@@ -5,7 +5,10 @@ use store::{EngineConfig, FileStore, MemoryStore, conformance::run_all};
 const HISTORY: usize = 50;
 
 fn config() -> EngineConfig {
-    EngineConfig { history_limit: HISTORY, ..EngineConfig::default() }
+    EngineConfig {
+        history_limit: HISTORY,
+        ..EngineConfig::default()
+    }
 }
 
 #[tokio::test]

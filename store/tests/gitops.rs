@@ -18,14 +18,18 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path(), EngineConfig::default()).await.unwrap();
+        let store = FileStore::open(dir.path(), EngineConfig::default())
+            .await
+            .unwrap();
         Self { dir, store }
     }
 
     async fn reopen(self) -> Self {
         let Self { dir, store } = self;
         drop(store);
-        let store = FileStore::open(dir.path(), EngineConfig::default()).await.unwrap();
+        let store = FileStore::open(dir.path(), EngineConfig::default())
+            .await
+            .unwrap();
         Self { dir, store }
     }
 
@@ -52,7 +56,13 @@ impl Fixture {
 
     /// Waits (on watch events, not by sleeping) until `check` holds for the object, or its
     /// absence, and returns how long that took.
-    async fn wait_for(&self, kind: &str, name: &str, what: &str, check: impl Fn(Option<&Object>) -> bool) -> Duration {
+    async fn wait_for(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&Object>) -> bool,
+    ) -> Duration {
         let start = tokio::time::Instant::now();
         let kind = kind_by_name(kind).unwrap();
         let mut events = self.store.watch(Some(kind), None).await.unwrap();
@@ -75,7 +85,9 @@ impl Fixture {
 }
 
 fn package_yaml(name: &str, version: &str) -> String {
-    format!("# a person's comment\napiVersion: startos.dev/v1alpha1\nkind: Package\nmetadata:\n  name: {name}\nspec:\n  source:\n    registry: default\n    version: \"{version}\"\n")
+    format!(
+        "# a person's comment\napiVersion: startos.dev/v1alpha1\nkind: Package\nmetadata:\n  name: {name}\nspec:\n  source:\n    registry: default\n    version: \"{version}\"\n"
+    )
 }
 
 fn valid(obj: Option<&Object>) -> Option<(ConditionStatus, String)> {
@@ -92,24 +104,62 @@ async fn add_edit_delete_files() {
     let f = Fixture::new().await;
     let rel = "desired/packages/nextcloud.yaml";
     f.write(rel, &package_yaml("nextcloud", "^29.0"));
-    let took = f.wait_for("Package", "nextcloud", "created from a new file", |o| o.is_some()).await;
+    let took = f
+        .wait_for("Package", "nextcloud", "created from a new file", |o| {
+            o.is_some()
+        })
+        .await;
     println!("new file picked up in {took:?}");
     let obj = f.get("Package", "nextcloud").await.unwrap();
     assert_eq!(obj.metadata.generation, Some(1));
-    assert_eq!(std::fs::read_to_string(f.path(rel)).unwrap(), package_yaml("nextcloud", "^29.0"), "the store never rewrites a person's file");
+    assert_eq!(
+        std::fs::read_to_string(f.path(rel)).unwrap(),
+        package_yaml("nextcloud", "^29.0"),
+        "the store never rewrites a person's file"
+    );
 
     f.write(rel, &package_yaml("nextcloud", "^30.0"));
-    f.wait_for("Package", "nextcloud", "spec edit", |o| version(o).as_deref() == Some("^30.0")).await;
-    assert_eq!(f.get("Package", "nextcloud").await.unwrap().metadata.generation, Some(2));
+    f.wait_for("Package", "nextcloud", "spec edit", |o| {
+        version(o).as_deref() == Some("^30.0")
+    })
+    .await;
+    assert_eq!(
+        f.get("Package", "nextcloud")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        Some(2)
+    );
 
-    let labelled = package_yaml("nextcloud", "^30.0").replace("  name: nextcloud\n", "  name: nextcloud\n  labels:\n    tier: web\n");
+    let labelled = package_yaml("nextcloud", "^30.0").replace(
+        "  name: nextcloud\n",
+        "  name: nextcloud\n  labels:\n    tier: web\n",
+    );
     f.write(rel, &labelled);
-    f.wait_for("Package", "nextcloud", "label edit", |o| o.is_some_and(|o| o.metadata.labels.contains_key("tier"))).await;
-    assert_eq!(f.get("Package", "nextcloud").await.unwrap().metadata.generation, Some(2), "labels do not bump generation");
+    f.wait_for("Package", "nextcloud", "label edit", |o| {
+        o.is_some_and(|o| o.metadata.labels.contains_key("tier"))
+    })
+    .await;
+    assert_eq!(
+        f.get("Package", "nextcloud")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        Some(2),
+        "labels do not bump generation"
+    );
 
     f.remove(rel);
-    f.wait_for("Package", "nextcloud", "deleted with its file", |o| o.is_none()).await;
-    assert!(!f.path("status/packages/nextcloud.json").exists(), "its record goes too");
+    f.wait_for("Package", "nextcloud", "deleted with its file", |o| {
+        o.is_none()
+    })
+    .await;
+    assert!(
+        !f.path("status/packages/nextcloud.json").exists(),
+        "its record goes too"
+    );
 }
 
 #[tokio::test]
@@ -117,22 +167,46 @@ async fn broken_file_keeps_last_good_spec_until_fixed() {
     let f = Fixture::new().await;
     let rel = "desired/packages/bitcoind.yaml";
     f.write(rel, &package_yaml("bitcoind", "^27.0"));
-    f.wait_for("Package", "bitcoind", "created", |o| o.is_some()).await;
+    f.wait_for("Package", "bitcoind", "created", |o| o.is_some())
+        .await;
 
     f.write(rel, "apiVersion: startos.dev/v1alpha1\nkind: Package\nmetadata:\n  name: bitcoind\nspec:\n  source: [oops\n");
-    f.wait_for("Package", "bitcoind", "Valid=False after a syntax error", |o| valid(o).is_some_and(|(s, _)| s == ConditionStatus::False)).await;
+    f.wait_for(
+        "Package",
+        "bitcoind",
+        "Valid=False after a syntax error",
+        |o| valid(o).is_some_and(|(s, _)| s == ConditionStatus::False),
+    )
+    .await;
     let obj = f.get("Package", "bitcoind").await.unwrap();
     let (_, msg) = valid(Some(&obj)).unwrap();
-    assert!(msg.starts_with("desired/packages/bitcoind.yaml: line 6 column"), "message names file, line and column: {msg}");
-    assert_eq!(version(Some(&obj)).as_deref(), Some("^27.0"), "the last good spec stays");
+    assert!(
+        msg.starts_with("desired/packages/bitcoind.yaml: line 6 column"),
+        "message names file, line and column: {msg}"
+    );
+    assert_eq!(
+        version(Some(&obj)).as_deref(),
+        Some("^27.0"),
+        "the last good spec stays"
+    );
     assert_eq!(obj.metadata.generation, Some(1));
 
     f.write(rel, &package_yaml("bitcoind", "^not-a-range"));
-    f.wait_for("Package", "bitcoind", "Valid=False naming the field", |o| valid(o).is_some_and(|(_, m)| m.contains("spec.source.version"))).await;
-    assert_eq!(version(f.get("Package", "bitcoind").await.as_ref()).as_deref(), Some("^27.0"));
+    f.wait_for("Package", "bitcoind", "Valid=False naming the field", |o| {
+        valid(o).is_some_and(|(_, m)| m.contains("spec.source.version"))
+    })
+    .await;
+    assert_eq!(
+        version(f.get("Package", "bitcoind").await.as_ref()).as_deref(),
+        Some("^27.0")
+    );
 
     f.write(rel, &package_yaml("bitcoind", "^28.0"));
-    f.wait_for("Package", "bitcoind", "fixed", |o| valid(o).is_some_and(|(s, _)| s == ConditionStatus::True) && version(o).as_deref() == Some("^28.0")).await;
+    f.wait_for("Package", "bitcoind", "fixed", |o| {
+        valid(o).is_some_and(|(s, _)| s == ConditionStatus::True)
+            && version(o).as_deref() == Some("^28.0")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -140,22 +214,61 @@ async fn misnamed_and_misplaced_files_are_reported() {
     let f = Fixture::new().await;
     // A new file that cannot become an object: reported as an Event until fixed.
     f.write("desired/packages/alpha.yaml", &package_yaml("beta", "^1.0"));
-    f.wait_for("Event", "invalid-file-package-alpha", "an event for a misnamed file", |o| o.is_some()).await;
+    f.wait_for(
+        "Event",
+        "invalid-file-package-alpha",
+        "an event for a misnamed file",
+        |o| o.is_some(),
+    )
+    .await;
     let ev = f.get("Event", "invalid-file-package-alpha").await.unwrap();
     let msg = ev.spec["message"].as_str().unwrap();
-    assert!(msg.contains("desired/packages/alpha.yaml") && msg.contains("does not match the file name"), "{msg}");
+    assert!(
+        msg.contains("desired/packages/alpha.yaml") && msg.contains("does not match the file name"),
+        "{msg}"
+    );
     assert!(f.get("Package", "beta").await.is_none() && f.get("Package", "alpha").await.is_none());
 
-    let gateway = "apiVersion: startos.dev/v1alpha1\nkind: Gateway\nmetadata:\n  name: alpha\nspec: {}\n";
+    let gateway =
+        "apiVersion: startos.dev/v1alpha1\nkind: Gateway\nmetadata:\n  name: alpha\nspec: {}\n";
     f.write("desired/packages/alpha.yaml", gateway);
-    f.wait_for("Event", "invalid-file-package-alpha", "a kind mismatch", |o| o.is_some_and(|o| o.spec["message"].as_str().unwrap().contains("does not belong in desired/packages/"))).await;
+    f.wait_for(
+        "Event",
+        "invalid-file-package-alpha",
+        "a kind mismatch",
+        |o| {
+            o.is_some_and(|o| {
+                o.spec["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("does not belong in desired/packages/")
+            })
+        },
+    )
+    .await;
 
-    f.write("desired/packages/alpha.yaml", &package_yaml("alpha", "^1.0"));
-    f.wait_for("Package", "alpha", "created once fixed", |o| o.is_some()).await;
-    f.wait_for("Event", "invalid-file-package-alpha", "the event cleared", |o| o.is_none()).await;
+    f.write(
+        "desired/packages/alpha.yaml",
+        &package_yaml("alpha", "^1.0"),
+    );
+    f.wait_for("Package", "alpha", "created once fixed", |o| o.is_some())
+        .await;
+    f.wait_for(
+        "Event",
+        "invalid-file-package-alpha",
+        "the event cleared",
+        |o| o.is_none(),
+    )
+    .await;
 
     f.write("desired/secrets/pw.yaml", "apiVersion: startos.dev/v1alpha1\nkind: Secret\nmetadata:\n  name: pw\nspec:\n  data: {password: x}\n");
-    f.wait_for("Event", "invalid-file-secret-pw", "secrets refused in desired/", |o| o.is_some()).await;
+    f.wait_for(
+        "Event",
+        "invalid-file-secret-pw",
+        "secrets refused in desired/",
+        |o| o.is_some(),
+    )
+    .await;
     assert!(f.get("Secret", "pw").await.is_none());
 }
 
@@ -165,15 +278,24 @@ async fn deleting_a_file_honours_finalizers() {
     let pkg = kind_by_name("Package").unwrap();
     let rel = "desired/packages/held.yaml";
     f.write(rel, &package_yaml("held", "^1.0"));
-    f.wait_for("Package", "held", "created", |o| o.is_some()).await;
+    f.wait_for("Package", "held", "created", |o| o.is_some())
+        .await;
     let mut obj = f.get("Package", "held").await.unwrap();
-    obj.metadata.finalizers.push("package.startos.dev/container".into());
+    obj.metadata
+        .finalizers
+        .push("package.startos.dev/container".into());
     f.store.update(obj, &WriteOptions::default()).await.unwrap();
     f.remove(rel);
-    f.wait_for("Package", "held", "deletion pending", |o| o.is_some_and(|o| o.metadata.deletion_timestamp.is_some())).await;
+    f.wait_for("Package", "held", "deletion pending", |o| {
+        o.is_some_and(|o| o.metadata.deletion_timestamp.is_some())
+    })
+    .await;
     // The pending deletion survives a restart even though the file is gone.
     let f = f.reopen().await;
-    let mut obj = f.get("Package", "held").await.expect("still there after restart");
+    let mut obj = f
+        .get("Package", "held")
+        .await
+        .expect("still there after restart");
     assert!(obj.metadata.deletion_timestamp.is_some());
     obj.metadata.finalizers.clear();
     f.store.update(obj, &WriteOptions::default()).await.unwrap();
@@ -196,14 +318,27 @@ async fn api_writes_are_readable_files_and_status_stays_out_of_them() {
     let mtime = std::fs::metadata(f.path(rel)).unwrap().modified().unwrap();
     let mut with_status = created.clone();
     with_status.status = Some(json!({"version": "2.0.1:0"}));
-    f.store.update_status(with_status, &WriteOptions::default()).await.unwrap();
-    assert_eq!(std::fs::read_to_string(f.path(rel)).unwrap(), text, "status never goes into desired/");
-    assert_eq!(std::fs::metadata(f.path(rel)).unwrap().modified().unwrap(), mtime);
+    f.store
+        .update_status(with_status, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.path(rel)).unwrap(),
+        text,
+        "status never goes into desired/"
+    );
+    assert_eq!(
+        std::fs::metadata(f.path(rel)).unwrap().modified().unwrap(),
+        mtime
+    );
     let record = std::fs::read_to_string(f.path("status/packages/web.json")).unwrap();
     assert!(record.contains("2.0.1:0"));
     // The store's own write is not mistaken for a person's edit.
     f.store.resync().await.unwrap();
-    assert_eq!(f.store.get(pkg, "web").await.unwrap().metadata.generation, Some(1));
+    assert_eq!(
+        f.store.get(pkg, "web").await.unwrap().metadata.generation,
+        Some(1)
+    );
 
     let secret = Object {
         api_version: crds::API_VERSION.into(),
@@ -212,83 +347,212 @@ async fn api_writes_are_readable_files_and_status_stays_out_of_them() {
         spec: json!({"data": {"privateKey": "c2VjcmV0"}}),
         status: None,
     };
-    f.store.create(secret, &WriteOptions::default()).await.unwrap();
+    f.store
+        .create(secret, &WriteOptions::default())
+        .await
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(f.path("secrets/vpn-key.json")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(f.path("secrets/vpn-key.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
-    let dir_mode = std::fs::metadata(f.path("secrets")).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(f.path("secrets"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700);
-    assert!(!f.path("desired/secrets").exists(), "secrets never go into desired/");
-    assert!(!std::fs::read_to_string(f.path("status/packages/web.json")).unwrap().contains("c2VjcmV0"));
+    assert!(
+        !f.path("desired/secrets").exists(),
+        "secrets never go into desired/"
+    );
+    assert!(
+        !std::fs::read_to_string(f.path("status/packages/web.json"))
+            .unwrap()
+            .contains("c2VjcmV0")
+    );
 }
 
 #[tokio::test]
 async fn edits_made_while_stopped_are_changes_like_any_other() {
     let f = Fixture::new().await;
     for name in ["keep", "edit", "gone", "break"] {
-        f.write(&format!("desired/packages/{name}.yaml"), &package_yaml(name, "^1.0"));
+        f.write(
+            &format!("desired/packages/{name}.yaml"),
+            &package_yaml(name, "^1.0"),
+        );
     }
     f.store.resync().await.unwrap();
     let before = f.get("Package", "keep").await.unwrap();
-    let rv_before: u64 = before.metadata.resource_version.as_deref().unwrap().rsplit_once('-').unwrap().1.parse().unwrap();
+    let rv_before: u64 = before
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .rsplit_once('-')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
     let Fixture { dir, store } = f;
     drop(store);
-    std::fs::write(dir.path().join("desired/packages/edit.yaml"), package_yaml("edit", "^2.0")).unwrap();
+    std::fs::write(
+        dir.path().join("desired/packages/edit.yaml"),
+        package_yaml("edit", "^2.0"),
+    )
+    .unwrap();
     std::fs::remove_file(dir.path().join("desired/packages/gone.yaml")).unwrap();
     std::fs::write(dir.path().join("desired/packages/break.yaml"), "kind: [").unwrap();
-    std::fs::write(dir.path().join("desired/packages/new.yaml"), package_yaml("new", "^3.0")).unwrap();
-    let f = Fixture { store: FileStore::open(dir.path(), EngineConfig::default()).await.unwrap(), dir };
+    std::fs::write(
+        dir.path().join("desired/packages/new.yaml"),
+        package_yaml("new", "^3.0"),
+    )
+    .unwrap();
+    let f = Fixture {
+        store: FileStore::open(dir.path(), EngineConfig::default())
+            .await
+            .unwrap(),
+        dir,
+    };
     let keep = f.get("Package", "keep").await.unwrap();
-    assert_eq!(keep.metadata.uid, before.metadata.uid, "uid survives a restart");
+    assert_eq!(
+        keep.metadata.uid, before.metadata.uid,
+        "uid survives a restart"
+    );
     assert_eq!(keep.metadata.generation, Some(1));
     let edit = f.get("Package", "edit").await.unwrap();
-    assert_eq!((version(Some(&edit)).as_deref(), edit.metadata.generation), (Some("^2.0"), Some(2)));
+    assert_eq!(
+        (version(Some(&edit)).as_deref(), edit.metadata.generation),
+        (Some("^2.0"), Some(2))
+    );
     assert!(f.get("Package", "gone").await.is_none());
     let broken = f.get("Package", "break").await.unwrap();
-    assert_eq!(version(Some(&broken)).as_deref(), Some("^1.0"), "last good spec from the record");
+    assert_eq!(
+        version(Some(&broken)).as_deref(),
+        Some("^1.0"),
+        "last good spec from the record"
+    );
     assert!(valid(Some(&broken)).is_some_and(|(s, _)| s == ConditionStatus::False));
     assert!(f.get("Package", "new").await.is_some());
-    let list = f.store.list(kind_by_name("Package").unwrap()).await.unwrap();
-    let rv_after: u64 = list.resource_version.rsplit_once('-').unwrap().1.parse().unwrap();
+    let list = f
+        .store
+        .list(kind_by_name("Package").unwrap())
+        .await
+        .unwrap();
+    let rv_after: u64 = list
+        .resource_version
+        .rsplit_once('-')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
     assert!(rv_after > rv_before, "the revision never goes backwards");
     // Only one event per real change after the restart.
-    let mut w = f.store.watch(Some(kind_by_name("Package").unwrap()), Some(&list.resource_version)).await.unwrap();
+    let mut w = f
+        .store
+        .watch(
+            Some(kind_by_name("Package").unwrap()),
+            Some(&list.resource_version),
+        )
+        .await
+        .unwrap();
     f.store.resync().await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(300), w.next()).await.is_err(), "a re-scan with no change writes nothing");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), w.next())
+            .await
+            .is_err(),
+        "a re-scan with no change writes nothing"
+    );
 }
 
 #[tokio::test]
 async fn hostile_files_hurt_nothing_else() {
     let f = Fixture::new().await;
     f.write("desired/packages/good.yaml", &package_yaml("good", "^1.0"));
-    f.wait_for("Package", "good", "created", |o| o.is_some()).await;
-    let huge = format!("{}{}", package_yaml("huge", "^1.0"), format!("# {}\n", "x".repeat(100)).repeat(12_000));
+    f.wait_for("Package", "good", "created", |o| o.is_some())
+        .await;
+    let huge = format!(
+        "{}{}",
+        package_yaml("huge", "^1.0"),
+        format!("# {}\n", "x".repeat(100)).repeat(12_000)
+    );
     f.write("desired/packages/huge.yaml", &huge);
     let bomb = "apiVersion: startos.dev/v1alpha1\nkind: Package\nmetadata: {name: bomb}\nspec:\n  a: &a [x,x,x,x,x,x,x,x,x,x]\n  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n  h: [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]\n";
     f.write("desired/packages/bomb.yaml", bomb);
-    let deep = format!("apiVersion: startos.dev/v1alpha1\nkind: Package\nmetadata: {{name: deep}}\nspec: {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
+    let deep = format!(
+        "apiVersion: startos.dev/v1alpha1\nkind: Package\nmetadata: {{name: deep}}\nspec: {}{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
     f.write("desired/packages/deep.yaml", &deep);
-    f.write("desired/packages/binary.yaml", "\u{0}\u{1}\u{2}\u{ff}garbage");
-    f.write("desired/packages/Bad_Name.yaml", &package_yaml("Bad_Name", "^1.0"));
+    f.write(
+        "desired/packages/binary.yaml",
+        "\u{0}\u{1}\u{2}\u{ff}garbage",
+    );
+    f.write(
+        "desired/packages/Bad_Name.yaml",
+        &package_yaml("Bad_Name", "^1.0"),
+    );
     f.write("desired/nonsense/x.yaml", "hello");
     for name in ["huge", "bomb", "deep", "binary"] {
-        f.wait_for("Event", &format!("invalid-file-package-{name}"), "a hostile file reported", |o| o.is_some()).await;
+        f.wait_for(
+            "Event",
+            &format!("invalid-file-package-{name}"),
+            "a hostile file reported",
+            |o| o.is_some(),
+        )
+        .await;
     }
     let events = f.store.list(kind_by_name("Event").unwrap()).await.unwrap();
     assert!(
-        events.items.iter().any(|e| e.metadata.name.starts_with("invalid-file-package-bad-name-") && e.spec["message"].as_str().unwrap().contains("metadata.name")),
+        events.items.iter().any(|e| e
+            .metadata
+            .name
+            .starts_with("invalid-file-package-bad-name-")
+            && e.spec["message"]
+                .as_str()
+                .unwrap()
+                .contains("metadata.name")),
         "a file name that is no valid object name is reported too: {:?}",
-        events.items.iter().map(|e| &e.metadata.name).collect::<Vec<_>>()
+        events
+            .items
+            .iter()
+            .map(|e| &e.metadata.name)
+            .collect::<Vec<_>>()
     );
-    let huge_msg = f.get("Event", "invalid-file-package-huge").await.unwrap().spec["message"].as_str().unwrap().to_owned();
+    let huge_msg = f
+        .get("Event", "invalid-file-package-huge")
+        .await
+        .unwrap()
+        .spec["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(huge_msg.contains("more than the limit"), "{huge_msg}");
     // The well-formed neighbour is untouched and edits to it still work.
     f.write("desired/packages/good.yaml", &package_yaml("good", "^2.0"));
-    f.wait_for("Package", "good", "edit next to hostile files", |o| version(o).as_deref() == Some("^2.0")).await;
+    f.wait_for("Package", "good", "edit next to hostile files", |o| {
+        version(o).as_deref() == Some("^2.0")
+    })
+    .await;
     for name in ["huge", "bomb", "deep", "binary"] {
         assert!(f.get("Package", name).await.is_none());
     }
-    let pkgs = f.store.list(kind_by_name("Package").unwrap()).await.unwrap();
+    let pkgs = f
+        .store
+        .list(kind_by_name("Package").unwrap())
+        .await
+        .unwrap();
     assert_eq!(pkgs.items.len(), 1);
-    f.store.delete(kind_by_name("Package").unwrap(), "good", &Preconditions::default(), &WriteOptions::default()).await.unwrap();
+    f.store
+        .delete(
+            kind_by_name("Package").unwrap(),
+            "good",
+            &Preconditions::default(),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
 }

@@ -4,7 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{BasicStatus, SecretRef, check_ref};
-use crate::{Condition, Time, impl_status, registry::KindClass, resource::Spec, validation::Validator};
+use crate::{
+    Condition, Time, impl_status, registry::KindClass, resource::Spec, validation::Validator,
+};
 
 // === BackupTarget ===
 
@@ -55,29 +57,56 @@ impl Spec for BackupTargetSpec {
     const PLURAL: &'static str = "backuptargets";
     const SHORT_NAMES: &'static [&'static str] = &["bt"];
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "Where backups go: a local directory, SFTP, an S3-compatible store or an SMB share.";
+    const DESCRIPTION: &'static str =
+        "Where backups go: a local directory, SFTP, an S3-compatible store or an SMB share.";
     type Status = BasicStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
         match self {
-            Self::Local { path } => v.at("local").at("path").check(path.starts_with('/'), || format!("{path:?} must be absolute")),
-            Self::Sftp { host, user, private_key, .. } => {
+            Self::Local { path } => v.at("local").at("path").check(path.starts_with('/'), || {
+                format!("{path:?} must be absolute")
+            }),
+            Self::Sftp {
+                host,
+                user,
+                private_key,
+                ..
+            } => {
                 let mut v = v.at("sftp");
-                v.at("host").check(!host.is_empty(), || "must not be empty".into());
-                v.at("user").check(!user.is_empty(), || "must not be empty".into());
+                v.at("host")
+                    .check(!host.is_empty(), || "must not be empty".into());
+                v.at("user")
+                    .check(!user.is_empty(), || "must not be empty".into());
                 private_key.check(&mut v.at("privateKey"));
             }
-            Self::S3 { endpoint, bucket, access_key_id, secret_access_key, .. } => {
+            Self::S3 {
+                endpoint,
+                bucket,
+                access_key_id,
+                secret_access_key,
+                ..
+            } => {
                 let mut v = v.at("s3");
-                v.at("endpoint").check(endpoint.starts_with("https://") || endpoint.starts_with("http://"), || format!("{endpoint:?} is not an http(s) URL"));
-                v.at("bucket").check(!bucket.is_empty(), || "must not be empty".into());
+                v.at("endpoint").check(
+                    endpoint.starts_with("https://") || endpoint.starts_with("http://"),
+                    || format!("{endpoint:?} is not an http(s) URL"),
+                );
+                v.at("bucket")
+                    .check(!bucket.is_empty(), || "must not be empty".into());
                 access_key_id.check(&mut v.at("accessKeyId"));
                 secret_access_key.check(&mut v.at("secretAccessKey"));
             }
-            Self::Smb { host, share, password, .. } => {
+            Self::Smb {
+                host,
+                share,
+                password,
+                ..
+            } => {
                 let mut v = v.at("smb");
-                v.at("host").check(!host.is_empty(), || "must not be empty".into());
-                v.at("share").check(!share.is_empty(), || "must not be empty".into());
+                v.at("host")
+                    .check(!host.is_empty(), || "must not be empty".into());
+                v.at("share")
+                    .check(!share.is_empty(), || "must not be empty".into());
                 password.check(&mut v.at("password"));
             }
         }
@@ -129,7 +158,9 @@ pub struct Retention {
 }
 
 fn check_targets(v: &mut Validator<'_>, targets: &[String]) {
-    v.check(!targets.is_empty(), || "at least one target is required".into());
+    v.check(!targets.is_empty(), || {
+        "at least one target is required".into()
+    });
     for (i, t) in targets.iter().enumerate() {
         check_ref(&mut v.index(i), t);
     }
@@ -146,18 +177,25 @@ impl Spec for BackupPolicySpec {
     const PLURAL: &'static str = "backuppolicies";
     const SHORT_NAMES: &'static [&'static str] = &["bp"];
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "Which packages are backed up, to which targets, on what schedule, kept for how long.";
+    const DESCRIPTION: &'static str =
+        "Which packages are backed up, to which targets, on what schedule, kept for how long.";
     type Status = BackupPolicyStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
         if let Err(e) = self.schedule.parse::<croner::Cron>() {
-            v.at("schedule").error(format!("invalid cron expression {:?}: {e}", self.schedule));
+            v.at("schedule")
+                .error(format!("invalid cron expression {:?}: {e}", self.schedule));
         }
         check_targets(&mut v.at("targets"), &self.targets);
         match &self.packages {
-            PackageSelector::All(all) => v.at("packages").at("all").check(*all, || "use names: [...] to select packages".into()),
+            PackageSelector::All(all) => v
+                .at("packages")
+                .at("all")
+                .check(*all, || "use names: [...] to select packages".into()),
             PackageSelector::Names(n) => {
-                v.at("packages").at("names").check(!n.is_empty(), || "at least one package is required".into());
+                v.at("packages")
+                    .at("names")
+                    .check(!n.is_empty(), || "at least one package is required".into());
                 check_packages(&mut v.at("packages").at("names"), n);
             }
         }
@@ -202,7 +240,8 @@ impl Spec for BackupRunSpec {
     const PLURAL: &'static str = "backupruns";
     const SHORT_NAMES: &'static [&'static str] = &["br"];
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "One backup of some packages to some targets (created by a policy or a person).";
+    const DESCRIPTION: &'static str =
+        "One backup of some packages to some targets (created by a policy or a person).";
     type Status = JobStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
@@ -235,7 +274,9 @@ impl Spec for RestoreSpec {
 
     fn validate(&self, v: &mut Validator<'_>) {
         check_ref(&mut v.at("target"), &self.target);
-        v.at("packages").check(!self.packages.is_empty(), || "at least one package is required".into());
+        v.at("packages").check(!self.packages.is_empty(), || {
+            "at least one package is required".into()
+        });
         check_packages(&mut v.at("packages"), &self.packages);
         self.password.check(&mut v.at("password"));
     }

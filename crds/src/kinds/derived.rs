@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{BasicStatus, SecretRef, check_ref};
-use crate::{Condition, Time, impl_status, registry::KindClass, resource::Spec, validation::Validator};
+use crate::{
+    Condition, Time, impl_status, registry::KindClass, resource::Spec, validation::Validator,
+};
 
 macro_rules! derived_kind {
     ($spec:ty, $kind:literal, $plural:literal, $status:ty, $doc:literal) => {
@@ -56,7 +58,13 @@ pub struct ContainerStatus {
 }
 
 impl_status!(ContainerStatus);
-derived_kind!(ContainerSpec, "Container", "containers", ContainerStatus, "The LXC container that runs one package.");
+derived_kind!(
+    ContainerSpec,
+    "Container",
+    "containers",
+    ContainerStatus,
+    "The LXC container that runs one package."
+);
 
 // === Volume ===
 
@@ -89,7 +97,13 @@ pub struct VolumeStatus {
 }
 
 impl_status!(VolumeStatus);
-derived_kind!(VolumeSpec, "Volume", "volumes", VolumeStatus, "Persistent data of one package volume.");
+derived_kind!(
+    VolumeSpec,
+    "Volume",
+    "volumes",
+    VolumeStatus,
+    "Persistent data of one package volume."
+);
 
 // === ServiceInterface ===
 
@@ -132,7 +146,13 @@ pub struct ServiceInterfaceStatus {
 }
 
 impl_status!(ServiceInterfaceStatus);
-derived_kind!(ServiceInterfaceSpec, "ServiceInterface", "serviceinterfaces", ServiceInterfaceStatus, "An interface a package exposes, with its addresses.");
+derived_kind!(
+    ServiceInterfaceSpec,
+    "ServiceInterface",
+    "serviceinterfaces",
+    ServiceInterfaceStatus,
+    "An interface a package exposes, with its addresses."
+);
 
 // === Binding ===
 
@@ -175,7 +195,13 @@ pub struct BindingStatus {
 }
 
 impl_status!(BindingStatus);
-derived_kind!(BindingSpec, "Binding", "bindings", BindingStatus, "A host port allocated to a package interface.");
+derived_kind!(
+    BindingSpec,
+    "Binding",
+    "bindings",
+    BindingStatus,
+    "A host port allocated to a package interface."
+);
 
 // === Certificate ===
 
@@ -191,7 +217,9 @@ pub struct CertificateSpec {
 
 impl CertificateSpec {
     fn check(&self, v: &mut Validator<'_>) {
-        v.at("sans").check(!self.sans.is_empty(), || "at least one name is required".into());
+        v.at("sans").check(!self.sans.is_empty(), || {
+            "at least one name is required".into()
+        });
         self.secret.check(&mut v.at("secret"));
     }
 }
@@ -210,11 +238,19 @@ pub struct CertificateStatus {
 }
 
 impl_status!(CertificateStatus);
-derived_kind!(CertificateSpec, "Certificate", "certificates", CertificateStatus, "A TLS certificate for a set of names, renewed before it expires.");
+derived_kind!(
+    CertificateSpec,
+    "Certificate",
+    "certificates",
+    CertificateStatus,
+    "A TLS certificate for a set of names, renewed before it expires."
+);
 
 // === Task ===
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Optional,
@@ -239,7 +275,13 @@ impl TaskSpec {
     }
 }
 
-derived_kind!(TaskSpec, "Task", "tasks", BasicStatus, "A package asking the user to run one of its actions.");
+derived_kind!(
+    TaskSpec,
+    "Task",
+    "tasks",
+    BasicStatus,
+    "A package asking the user to run one of its actions."
+);
 
 // === Notification ===
 
@@ -264,7 +306,8 @@ pub struct NotificationSpec {
 
 impl NotificationSpec {
     fn check(&self, v: &mut Validator<'_>) {
-        v.at("title").check(!self.title.is_empty(), || "must not be empty".into());
+        v.at("title")
+            .check(!self.title.is_empty(), || "must not be empty".into());
     }
 }
 
@@ -280,7 +323,13 @@ pub struct NotificationStatus {
 }
 
 impl_status!(NotificationStatus);
-derived_kind!(NotificationSpec, "Notification", "notifications", NotificationStatus, "A message for the user.");
+derived_kind!(
+    NotificationSpec,
+    "Notification",
+    "notifications",
+    NotificationStatus,
+    "A message for the user."
+);
 
 // === Event ===
 
@@ -317,8 +366,15 @@ pub struct EventSpec {
 
 impl EventSpec {
     fn check(&self, v: &mut Validator<'_>) {
-        v.at("reason").check(!self.reason.is_empty(), || "must not be empty".into());
+        v.at("reason")
+            .check(!self.reason.is_empty(), || "must not be empty".into());
     }
 }
 
-derived_kind!(EventSpec, "Event", "events", BasicStatus, "Something that happened to an object, folded into a series by repeats.");
+derived_kind!(
+    EventSpec,
+    "Event",
+    "events",
+    BasicStatus,
+    "Something that happened to an object, folded into a series by repeats."
+);

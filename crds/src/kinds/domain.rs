@@ -47,7 +47,10 @@ pub enum Issuer {
 }
 
 pub fn is_hostname(s: &str) -> bool {
-    s.len() <= 253 && s.contains('.') && s.split('.').all(|l| crate::name::check_dns_label(l).is_ok())
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.')
+            .all(|l| crate::name::check_dns_label(l).is_ok())
 }
 
 impl Spec for DomainSpec {
@@ -58,7 +61,12 @@ impl Spec for DomainSpec {
     type Status = BasicStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
-        v.at("hostname").check(is_hostname(&self.hostname), || format!("{:?} is not a lower-case fully qualified host name", self.hostname));
+        v.at("hostname").check(is_hostname(&self.hostname), || {
+            format!(
+                "{:?} is not a lower-case fully qualified host name",
+                self.hostname
+            )
+        });
         check_ref(&mut v.at("target").at("package"), &self.target.package);
         check_ref(&mut v.at("target").at("interface"), &self.target.interface);
         if let Some(gw) = &self.gateway {
@@ -66,7 +74,10 @@ impl Spec for DomainSpec {
         }
         if let Issuer::Acme { account } = &self.issuer {
             check_ref(&mut v.at("issuer").at("acme").at("account"), account);
-            v.at("issuer").check(self.visibility == Visibility::Public, || "ACME needs a public domain; use localCa for a private one".into());
+            v.at("issuer")
+                .check(self.visibility == Visibility::Public, || {
+                    "ACME needs a public domain; use localCa for a private one".into()
+                });
         }
     }
 }

@@ -54,8 +54,12 @@ pub struct WireguardPeer {
 
 /// Checks `a.b.c.d/n` or an IPv6 CIDR without pulling in a network crate.
 pub fn is_cidr(s: &str) -> bool {
-    let Some((addr, len)) = s.split_once('/') else { return false };
-    let Ok(len) = len.parse::<u8>() else { return false };
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
     match addr.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => len <= 32,
         Ok(std::net::IpAddr::V6(_)) => len <= 128,
@@ -64,7 +68,11 @@ pub fn is_cidr(s: &str) -> bool {
 }
 
 fn is_wg_key(s: &str) -> bool {
-    s.len() == 44 && s.ends_with('=') && s[..43].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    s.len() == 44
+        && s.ends_with('=')
+        && s[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 impl Spec for GatewaySpec {
@@ -72,31 +80,45 @@ impl Spec for GatewaySpec {
     const PLURAL: &'static str = "gateways";
     const SHORT_NAMES: &'static [&'static str] = &["gw"];
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "A WireGuard tunnel to the outside world, inbound+outbound or outbound-only.";
+    const DESCRIPTION: &'static str =
+        "A WireGuard tunnel to the outside world, inbound+outbound or outbound-only.";
     type Status = BasicStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
         let wg = &self.wireguard;
         let mut v = v.at("wireguard");
         wg.private_key.check(&mut v.at("privateKey"));
-        v.at("address").check(!wg.address.is_empty(), || "at least one address is required".into());
+        v.at("address").check(!wg.address.is_empty(), || {
+            "at least one address is required".into()
+        });
         for (i, a) in wg.address.iter().enumerate() {
-            v.at("address").index(i).check(is_cidr(a), || format!("{a:?} is not an address in CIDR form"));
+            v.at("address").index(i).check(is_cidr(a), || {
+                format!("{a:?} is not an address in CIDR form")
+            });
         }
-        v.at("peers").check(!wg.peers.is_empty(), || "at least one peer is required".into());
+        v.at("peers").check(!wg.peers.is_empty(), || {
+            "at least one peer is required".into()
+        });
         for (i, p) in wg.peers.iter().enumerate() {
             let mut v = v.at("peers");
             let mut v = v.index(i);
-            v.at("publicKey").check(is_wg_key(&p.public_key), || "must be a base64 WireGuard key (44 characters)".into());
+            v.at("publicKey").check(is_wg_key(&p.public_key), || {
+                "must be a base64 WireGuard key (44 characters)".into()
+            });
             if let Some(k) = &p.preshared_key {
                 k.check(&mut v.at("presharedKey"));
             }
             if let Some(e) = &p.endpoint {
-                let ok = e.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
-                v.at("endpoint").check(ok, || format!("{e:?} must be host:port"));
+                let ok = e
+                    .rsplit_once(':')
+                    .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+                v.at("endpoint")
+                    .check(ok, || format!("{e:?} must be host:port"));
             }
             for (j, a) in p.allowed_ips.iter().enumerate() {
-                v.at("allowedIPs").index(j).check(is_cidr(a), || format!("{a:?} is not an address in CIDR form"));
+                v.at("allowedIPs").index(j).check(is_cidr(a), || {
+                    format!("{a:?} is not an address in CIDR form")
+                });
             }
         }
     }

@@ -34,21 +34,29 @@ impl Spec for RegistrySpec {
     const PLURAL: &'static str = "registries";
     const SHORT_NAMES: &'static [&'static str] = &["reg"];
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "A package source (a URL or a local directory) and the signer keys it trusts.";
+    const DESCRIPTION: &'static str =
+        "A package source (a URL or a local directory) and the signer keys it trusts.";
     type Status = super::BasicStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
         match (&self.url, &self.directory) {
             (Some(url), None) => {
-                v.at("url").check(url.starts_with("https://") || url.starts_with("http://"), || format!("{url:?} is not an http(s) URL"));
+                v.at("url").check(
+                    url.starts_with("https://") || url.starts_with("http://"),
+                    || format!("{url:?} is not an http(s) URL"),
+                );
             }
-            (None, Some(dir)) => v.at("directory").check(dir.starts_with('/'), || format!("{dir:?} must be an absolute path")),
+            (None, Some(dir)) => v.at("directory").check(dir.starts_with('/'), || {
+                format!("{dir:?} must be an absolute path")
+            }),
             _ => v.error("set exactly one of url and directory"),
         }
         for (i, key) in self.trusted_signers.iter().enumerate() {
-            v.at("trustedSigners").index(i).check(key.starts_with("ed25519:") && key.len() > 8, || {
-                format!("{key:?} must look like ed25519:<base64 public key>")
-            });
+            v.at("trustedSigners")
+                .index(i)
+                .check(key.starts_with("ed25519:") && key.len() > 8, || {
+                    format!("{key:?} must look like ed25519:<base64 public key>")
+                });
         }
     }
 }
@@ -102,7 +110,11 @@ pub struct InterfaceExposure {
 }
 
 pub fn is_root_hash(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
 }
 
 impl Spec for PackageSpec {
@@ -110,7 +122,8 @@ impl Spec for PackageSpec {
     const PLURAL: &'static str = "packages";
     const SHORT_NAMES: &'static [&'static str] = &["pkg"];
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "An installed service: where it comes from, whether it runs, and how it is reached.";
+    const DESCRIPTION: &'static str =
+        "An installed service: where it comes from, whether it runs, and how it is reached.";
     type Status = PackageStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
@@ -119,21 +132,30 @@ impl Spec for PackageSpec {
         match (&s.registry, &s.file) {
             (Some(reg), None) => {
                 check_ref(&mut src.at("registry"), reg);
-                if let Some(range) = &s.version {
-                    if let Err(e) = range.parse::<VersionRange>() {
-                        src.at("version").error(e.to_string());
-                    }
+                if let Some(range) = &s.version
+                    && let Err(e) = range.parse::<VersionRange>()
+                {
+                    src.at("version").error(e.to_string());
                 }
             }
             (None, Some(file)) => {
-                src.at("file").check(file.starts_with('/') && file.ends_with(".s9pk"), || format!("{file:?} must be an absolute path to a .s9pk file"));
-                src.at("rootHash").check(s.root_hash.is_some(), || "required with a local file".into());
-                src.at("version").check(s.version.is_none(), || "only applies to a registry source".into());
+                src.at("file")
+                    .check(file.starts_with('/') && file.ends_with(".s9pk"), || {
+                        format!("{file:?} must be an absolute path to a .s9pk file")
+                    });
+                src.at("rootHash").check(s.root_hash.is_some(), || {
+                    "required with a local file".into()
+                });
+                src.at("version").check(s.version.is_none(), || {
+                    "only applies to a registry source".into()
+                });
             }
             _ => src.error("set exactly one of registry and file"),
         }
         if let Some(h) = &s.root_hash {
-            src.at("rootHash").check(is_root_hash(h), || format!("{h:?} must be sha256:<64 lower-case hex digits>"));
+            src.at("rootHash").check(is_root_hash(h), || {
+                format!("{h:?} must be sha256:<64 lower-case hex digits>")
+            });
         }
         if let Some(gw) = &self.outbound_gateway {
             check_ref(&mut v.at("outboundGateway"), gw);
@@ -209,7 +231,8 @@ impl Spec for ActionRunSpec {
     const KIND: &'static str = "ActionRun";
     const PLURAL: &'static str = "actionruns";
     const CLASS: KindClass = KindClass::User;
-    const DESCRIPTION: &'static str = "A request to run one action of a package with an input; the status holds the result.";
+    const DESCRIPTION: &'static str =
+        "A request to run one action of a package with an input; the status holds the result.";
     type Status = ActionRunStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {

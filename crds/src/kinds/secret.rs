@@ -4,7 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::BasicStatus;
-use crate::{name::check_qualified_key, registry::KindClass, resource::Spec, validation::Validator};
+use crate::{
+    name::check_qualified_key, registry::KindClass, resource::Spec, validation::Validator,
+};
 
 /// What a `Secret` value is replaced with whenever a secret leaves the store.
 pub const REDACTED: &str = "<redacted>";
@@ -24,7 +26,14 @@ pub struct SecretSpec {
 impl SecretSpec {
     /// The same keys with every value replaced by [`REDACTED`].
     pub fn redacted(&self) -> Self {
-        Self { type_: self.type_.clone(), data: self.data.keys().map(|k| (k.clone(), REDACTED.to_owned())).collect() }
+        Self {
+            type_: self.type_.clone(),
+            data: self
+                .data
+                .keys()
+                .map(|k| (k.clone(), REDACTED.to_owned()))
+                .collect(),
+        }
     }
 }
 
@@ -32,7 +41,8 @@ impl Spec for SecretSpec {
     const KIND: &'static str = "Secret";
     const PLURAL: &'static str = "secrets";
     const CLASS: KindClass = KindClass::Secret;
-    const DESCRIPTION: &'static str = "Private values (passwords, keys) referenced by name from other kinds; never shown.";
+    const DESCRIPTION: &'static str =
+        "Private values (passwords, keys) referenced by name from other kinds; never shown.";
     type Status = BasicStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
@@ -40,7 +50,9 @@ impl Spec for SecretSpec {
             if let Err(e) = check_qualified_key(key) {
                 v.at("data").at(key).error(e);
             }
-            v.at("data").at(key).check(value.len() <= 64 * 1024, || "values are limited to 64 KiB".into());
+            v.at("data").at(key).check(value.len() <= 64 * 1024, || {
+                "values are limited to 64 KiB".into()
+            });
         }
     }
 }

@@ -74,7 +74,13 @@ impl Spec for ServerSpec {
     type Status = BasicStatus;
 
     fn check_name(name: &str) -> Result<(), String> {
-        if name == SERVER_NAME { Ok(()) } else { Err(format!("the Server is a singleton and must be named {SERVER_NAME:?}")) }
+        if name == SERVER_NAME {
+            Ok(())
+        } else {
+            Err(format!(
+                "the Server is a singleton and must be named {SERVER_NAME:?}"
+            ))
+        }
     }
 
     fn validate(&self, v: &mut Validator<'_>) {
@@ -84,8 +90,11 @@ impl Spec for ServerSpec {
         }
         if let Some(smtp) = &self.smtp {
             let mut v = v.at("smtp");
-            v.at("host").check(!smtp.host.is_empty(), || "must not be empty".into());
-            v.at("from").check(smtp.from.contains('@'), || format!("{:?} is not an email address", smtp.from));
+            v.at("host")
+                .check(!smtp.host.is_empty(), || "must not be empty".into());
+            v.at("from").check(smtp.from.contains('@'), || {
+                format!("{:?} is not an email address", smtp.from)
+            });
             if let Some(p) = &smtp.password {
                 p.check(&mut v.at("password"));
             }
@@ -95,12 +104,19 @@ impl Spec for ServerSpec {
             let mut v = v.at("acme");
             let mut v = v.index(i);
             check_ref(&mut v.at("name"), &a.name);
-            v.at("name").check(names.insert(&a.name), || format!("duplicate account name {:?}", a.name));
-            v.at("directoryUrl").check(a.directory_url.starts_with("https://"), || "must be an https:// URL".into());
+            v.at("name").check(names.insert(&a.name), || {
+                format!("duplicate account name {:?}", a.name)
+            });
+            v.at("directoryUrl")
+                .check(a.directory_url.starts_with("https://"), || {
+                    "must be an https:// URL".into()
+                });
         }
         for (i, key) in self.ssh_keys.iter().enumerate() {
             let ok = key.starts_with("ssh-") || key.starts_with("ecdsa-") || key.starts_with("sk-");
-            v.at("sshKeys").index(i).check(ok, || "not an OpenSSH public key".into());
+            v.at("sshKeys")
+                .index(i)
+                .check(ok, || "not an OpenSSH public key".into());
         }
     }
 }

@@ -15,12 +15,22 @@ use crate::{Result, StoreError};
 pub const TMP_PREFIX: &str = ".tmp-";
 
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| StoreError::BadRequest(format!("{} has no parent directory", path.display())))?;
+    let dir = path.parent().ok_or_else(|| {
+        StoreError::BadRequest(format!("{} has no parent directory", path.display()))
+    })?;
     ensure_dir(dir, if mode == 0o600 { 0o700 } else { 0o755 })?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!("{TMP_PREFIX}{}-{file_name}", rand::random::<u32>()));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(StoreError::io(&tmp))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(StoreError::io(&tmp))?;
         f.write_all(bytes).map_err(StoreError::io(&tmp))?;
         f.sync_all().map_err(StoreError::io(&tmp))?;
         fs::rename(&tmp, path).map_err(StoreError::io(path))?;
@@ -41,7 +51,9 @@ pub fn remove(path: &Path) -> Result<()> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
 }
 
 /// Creates `dir` (and parents) with `mode`, making the new entry durable in its parent.
@@ -63,7 +75,9 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
 
 /// Removes temporaries a crash left behind in `dir` and its subdirectories.
 pub fn remove_leftovers(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {

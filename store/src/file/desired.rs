@@ -35,14 +35,20 @@ struct DesiredMeta<'a> {
 }
 
 pub fn path_of(root: &Path, kind: &KindInfo, name: &str) -> PathBuf {
-    root.join("desired").join(kind.plural).join(format!("{name}.yaml"))
+    root.join("desired")
+        .join(kind.plural)
+        .join(format!("{name}.yaml"))
 }
 
 pub fn encode(obj: &Object) -> String {
     let doc = DesiredDoc {
         api_version: &obj.api_version,
         kind: &obj.kind,
-        metadata: DesiredMeta { name: &obj.metadata.name, labels: &obj.metadata.labels, annotations: &obj.metadata.annotations },
+        metadata: DesiredMeta {
+            name: &obj.metadata.name,
+            labels: &obj.metadata.labels,
+            annotations: &obj.metadata.annotations,
+        },
         spec: &obj.spec,
     };
     // Serializing plain data with string keys into YAML does not fail.
@@ -55,10 +61,16 @@ pub fn decode(rel: &str, bytes: &[u8], kind: &KindInfo, name: &str) -> Result<Ob
     let text = std::str::from_utf8(bytes).map_err(|e| format!("{rel}: not UTF-8: {e}"))?;
     let mut obj: Object = crds_yaml(text).map_err(|e| format!("{rel}: {e}"))?;
     if obj.kind != kind.kind {
-        return Err(format!("{rel}: kind {:?} does not belong in desired/{}/ (expected {})", obj.kind, kind.plural, kind.kind));
+        return Err(format!(
+            "{rel}: kind {:?} does not belong in desired/{}/ (expected {})",
+            obj.kind, kind.plural, kind.kind
+        ));
     }
     if obj.metadata.name != name {
-        return Err(format!("{rel}: metadata.name {:?} does not match the file name {name:?}", obj.metadata.name));
+        return Err(format!(
+            "{rel}: metadata.name {:?} does not match the file name {name:?}",
+            obj.metadata.name
+        ));
     }
     // Only what people write is read from files; the rest is the store's.
     obj.metadata = ObjectMeta {
@@ -107,7 +119,9 @@ impl Scanner {
         let mut scan = Scan::default();
         let mut seen = Vec::new();
         let desired = root.join("desired");
-        let Ok(dirs) = fs::read_dir(&desired) else { return scan };
+        let Ok(dirs) = fs::read_dir(&desired) else {
+            return scan;
+        };
         for dir in dirs.flatten() {
             let dir_name = dir.file_name().to_string_lossy().into_owned();
             if dir_name.starts_with('.') || !dir.file_type().is_ok_and(|t| t.is_dir()) {
@@ -117,47 +131,80 @@ impl Scanner {
                 tracing::warn!(path = %dir.path().display(), "ignoring directory: not a kind's plural name");
                 continue;
             };
-            let Ok(entries) = fs::read_dir(dir.path()) else { continue };
+            let Ok(entries) = fs::read_dir(dir.path()) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let file_name = entry.file_name().to_string_lossy().into_owned();
-                let Some(name) = file_name.strip_suffix(".yaml").or_else(|| file_name.strip_suffix(".yml")) else { continue };
+                let Some(name) = file_name
+                    .strip_suffix(".yaml")
+                    .or_else(|| file_name.strip_suffix(".yml"))
+                else {
+                    continue;
+                };
                 if file_name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
                     continue;
                 }
                 let rel = format!("desired/{dir_name}/{file_name}");
                 let result = match kind.class {
                     KindClass::User => self.read(&entry.path(), &rel, kind, name),
-                    KindClass::Secret => Err(format!("{rel}: secrets are not read from desired/ (values would sit in plain files): apply them with start-cli")),
-                    KindClass::Derived => Err(format!("{rel}: {} is a derived kind, written only by its controller", kind.kind)),
+                    KindClass::Secret => Err(format!(
+                        "{rel}: secrets are not read from desired/ (values would sit in plain files): apply them with start-cli"
+                    )),
+                    KindClass::Derived => Err(format!(
+                        "{rel}: {} is a derived kind, written only by its controller",
+                        kind.kind
+                    )),
                 };
                 seen.push(entry.path());
                 let key = (kind.kind, name.to_owned());
-                if scan.files.contains_key(&key) {
-                    scan.files.insert(key, Err(format!("{rel}: both {name}.yaml and {name}.yml exist")));
+                let duplicate = scan.files.contains_key(&key);
+                let result = if duplicate {
+                    Err(format!("{rel}: both {name}.yaml and {name}.yml exist"))
                 } else {
-                    scan.files.insert(key, result);
-                }
+                    result
+                };
+                scan.files.insert(key, result);
             }
         }
         self.cache.retain(|p, _| seen.contains(p));
         scan
     }
 
-    fn read(&mut self, path: &Path, rel: &str, kind: &KindInfo, name: &str) -> Result<Object, String> {
+    fn read(
+        &mut self,
+        path: &Path,
+        rel: &str,
+        kind: &KindInfo,
+        name: &str,
+    ) -> Result<Object, String> {
         let meta = fs::metadata(path).map_err(|e| format!("{rel}: {e}"))?;
         let (len, modified) = (meta.len(), meta.modified().ok());
-        if let Some(c) = self.cache.get(path).filter(|c| c.len == len && c.modified == modified) {
+        if let Some(c) = self
+            .cache
+            .get(path)
+            .filter(|c| c.len == len && c.modified == modified)
+        {
             return c.result.clone();
         }
         let result = if len > MAX_FILE_BYTES {
-            Err(format!("{rel}: file is {len} bytes, more than the limit of {MAX_FILE_BYTES}"))
+            Err(format!(
+                "{rel}: file is {len} bytes, more than the limit of {MAX_FILE_BYTES}"
+            ))
         } else {
             match fs::read(path) {
                 Ok(bytes) => decode(rel, &bytes, kind, name),
                 Err(e) => Err(format!("{rel}: {e}")),
             }
         };
-        self.cache.insert(path.to_owned(), Cached { len, modified, result: result.clone() });
+        self.cache.insert(
+            path.to_owned(),
+            Cached {
+                len,
+                modified,
+                result: result.clone(),
+            },
+        );
         result
     }
 }
@@ -169,9 +216,15 @@ pub fn invalid_file_event_name(kind: &KindInfo, name: &str) -> String {
     let readable = if crds::name::check_dns_label(name).is_ok() {
         name.to_owned()
     } else {
-        let cleaned: String = name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let cleaned: String = name
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
         // FNV-1a: stable across runs, unlike the std hasher.
-        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         format!("{}-{:08x}", cleaned.trim_matches('-'), hash as u32)
     };
     let mut n = format!("invalid-file-{}-{readable}", kind.singular);

@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 pub use desired::MAX_FILE_BYTES;
 
 use crate::{
-    Deleted, ObjectList, Patch, Preconditions, Result, Store, StoreError, Subresource, WatchStream, WriteOptions,
+    Deleted, ObjectList, Patch, Preconditions, Result, Store, StoreError, Subresource, WatchStream,
+    WriteOptions,
     engine::{Engine, EngineConfig},
     memory::engine_store,
     persist::{Origin, Persist},
@@ -52,23 +53,41 @@ impl FilePersist {
     fn record_path(&self, kind: &KindInfo, name: &str) -> PathBuf {
         match kind.class {
             KindClass::Secret => self.root.join("secrets").join(format!("{name}.json")),
-            _ => self.root.join("status").join(kind.plural).join(format!("{name}.json")),
+            _ => self
+                .root
+                .join("status")
+                .join(kind.plural)
+                .join(format!("{name}.json")),
         }
     }
 }
 
 impl Persist for FilePersist {
-    fn put(&self, kind: &KindInfo, obj: &Object, secret: Option<&SecretSpec>, desired_changed: bool, origin: Origin) -> Result<()> {
+    fn put(
+        &self,
+        kind: &KindInfo,
+        obj: &Object,
+        secret: Option<&SecretSpec>,
+        desired_changed: bool,
+        origin: Origin,
+    ) -> Result<()> {
         let name = &obj.metadata.name;
         if kind.class == KindClass::User && desired_changed && origin == Origin::Api {
             let path = desired::path_of(&self.root, kind, name);
             atomic::write(&path, desired::encode(obj).as_bytes(), 0o644)?;
         }
         let (record, mode) = match secret {
-            Some(s) => (Object { spec: serde_json::to_value(s).unwrap_or_default(), ..obj.clone() }, 0o600),
+            Some(s) => (
+                Object {
+                    spec: serde_json::to_value(s).unwrap_or_default(),
+                    ..obj.clone()
+                },
+                0o600,
+            ),
             None => (obj.clone(), 0o644),
         };
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Unavailable(format!("encoding {}: {e}", obj.key())))?;
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| StoreError::Unavailable(format!("encoding {}: {e}", obj.key())))?;
         atomic::write(&self.record_path(kind, name), &bytes, mode)
     }
 
@@ -99,8 +118,12 @@ impl FileStore {
             let root = root.clone();
             crate::memory::blocking(move || load(&root, config)).await?
         };
-        let watcher = sync::DesiredWatcher::start(engine.clone(), root, Duration::from_millis(100)).await?;
-        Ok(Self { engine, _watcher: Arc::new(watcher) })
+        let watcher =
+            sync::DesiredWatcher::start(engine.clone(), root, Duration::from_millis(100)).await?;
+        Ok(Self {
+            engine,
+            _watcher: Arc::new(watcher),
+        })
     }
 
     /// Re-reads `desired/` now (the watcher does this on every change and periodically).
@@ -121,7 +144,9 @@ fn load(root: &Path, config: EngineConfig) -> Result<Arc<Engine<FilePersist>>> {
     }
     atomic::remove_leftovers(root);
     let meta: StoreMeta = match fs::read(root.join("store.json")) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Unavailable(format!("{}: {e}", root.join("store.json").display())))?,
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            StoreError::Unavailable(format!("{}: {e}", root.join("store.json").display()))
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreMeta::default(),
         Err(e) => return Err(StoreError::io(root.join("store.json"))(e)),
     };
@@ -132,19 +157,26 @@ fn load(root: &Path, config: EngineConfig) -> Result<Arc<Engine<FilePersist>>> {
             KindClass::Secret => root.join("secrets"),
             _ => root.join("status").join(kind.plural),
         };
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") || entry.file_name().to_string_lossy().starts_with('.') {
+            if path.extension().is_none_or(|e| e != "json")
+                || entry.file_name().to_string_lossy().starts_with('.')
+            {
                 continue;
             }
-            let record = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<Object>(&b).map_err(|e| e.to_string()));
+            let record = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Object>(&b).map_err(|e| e.to_string()));
             match record {
                 Ok(mut obj) if obj.kind == kind.kind => {
                     if kind.class == KindClass::Secret {
                         match crds::resource::decode::<SecretSpec>(&obj.spec) {
                             Ok(spec) => {
-                                obj.spec = serde_json::to_value(spec.redacted()).unwrap_or_default();
+                                obj.spec =
+                                    serde_json::to_value(spec.redacted()).unwrap_or_default();
                                 secrets.push((obj.metadata.name.clone(), spec));
                             }
                             Err(e) => {
@@ -155,12 +187,21 @@ fn load(root: &Path, config: EngineConfig) -> Result<Arc<Engine<FilePersist>>> {
                     }
                     objects.push((kind, obj));
                 }
-                Ok(obj) => tracing::error!(path = %path.display(), kind = %obj.kind, "skipping record of the wrong kind"),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "skipping unreadable record"),
+                Ok(obj) => {
+                    tracing::error!(path = %path.display(), kind = %obj.kind, "skipping record of the wrong kind")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "skipping unreadable record")
+                }
             }
         }
     }
-    let engine = Arc::new(Engine::new(FilePersist { root: root.to_owned() }, config));
+    let engine = Arc::new(Engine::new(
+        FilePersist {
+            root: root.to_owned(),
+        },
+        config,
+    ));
     engine.load(objects, secrets, meta.revision);
     Ok(engine)
 }

@@ -10,9 +10,8 @@ use std::{
 };
 
 use crds::{
-    KindClass, Object, ObjectMeta, Resource,
+    KindClass, Object, ObjectMeta, Resource, kind_by_name,
     kinds::{EventSpec, EventType as Severity, ObjectRef},
-    kind_by_name,
 };
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
@@ -60,7 +59,11 @@ impl std::fmt::Debug for Msg {
 }
 
 impl DesiredWatcher {
-    pub async fn start(engine: Arc<Engine<FilePersist>>, root: PathBuf, debounce: Duration) -> Result<Self> {
+    pub async fn start(
+        engine: Arc<Engine<FilePersist>>,
+        root: PathBuf,
+        debounce: Duration,
+    ) -> Result<Self> {
         let scanner = Arc::new(Mutex::new(Scanner::default()));
         // The first scan happens before anyone can read the store.
         run_sync(engine.clone(), root.clone(), scanner.clone()).await?;
@@ -77,7 +80,9 @@ impl DesiredWatcher {
         .map_err(|e| StoreError::Unavailable(format!("cannot watch {}: {e}", desired.display())))?;
         watcher
             .watch(&desired, RecursiveMode::Recursive)
-            .map_err(|e| StoreError::Unavailable(format!("cannot watch {}: {e}", desired.display())))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot watch {}: {e}", desired.display()))
+            })?;
         let task = tokio::spawn(async move {
             loop {
                 let mut replies = Vec::new();
@@ -109,21 +114,37 @@ impl DesiredWatcher {
                     tracing::error!(error = %e, "synchronising desired/ failed");
                 }
                 for reply in replies {
-                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| StoreError::Unavailable(e.to_string())));
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| StoreError::Unavailable(e.to_string())),
+                    );
                 }
             }
         });
-        Ok(Self { tx, task, _watcher: watcher })
+        Ok(Self {
+            tx,
+            task,
+            _watcher: watcher,
+        })
     }
 
     pub async fn resync(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Resync(reply)).map_err(|_| StoreError::Unavailable("the desired/ watcher has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("the desired/ watcher has stopped".into()))?
+        self.tx
+            .send(Msg::Resync(reply))
+            .map_err(|_| StoreError::Unavailable("the desired/ watcher has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the desired/ watcher has stopped".into()))?
     }
 }
 
-async fn run_sync(engine: Arc<Engine<FilePersist>>, root: PathBuf, scanner: Arc<Mutex<Scanner>>) -> Result<()> {
+async fn run_sync(
+    engine: Arc<Engine<FilePersist>>,
+    root: PathBuf,
+    scanner: Arc<Mutex<Scanner>>,
+) -> Result<()> {
     crate::memory::blocking(move || {
         let mut scanner = scanner.lock().unwrap_or_else(|e| e.into_inner());
         sync_once(&engine, &root, &mut scanner)
@@ -137,7 +158,9 @@ fn sync_once(engine: &Engine<FilePersist>, root: &Path, scanner: &mut Scanner) -
     let w = engine.lock();
     let scan = scanner.scan(root);
     for ((kind_name, name), parsed) in &scan.files {
-        let Some(kind) = kind_by_name(kind_name) else { continue };
+        let Some(kind) = kind_by_name(kind_name) else {
+            continue;
+        };
         // One file's trouble (even a failed write while reporting it) must not stop the
         // others from being synchronised.
         if let Err(e) = sync_file(engine, &w, kind, name, parsed) {
@@ -146,11 +169,20 @@ fn sync_once(engine: &Engine<FilePersist>, root: &Path, scanner: &mut Scanner) -
     }
     for obj in engine.user_objects() {
         let key = (obj.kind.as_str(), obj.metadata.name.clone());
-        let Some(kind) = kind_by_name(&obj.kind) else { continue };
+        let Some(kind) = kind_by_name(&obj.kind) else {
+            continue;
+        };
         let present = scan.files.keys().any(|(k, n)| *k == key.0 && *n == key.1);
         if !present && !obj.metadata.is_deleting() {
             tracing::info!(object = %obj.key(), "file removed from desired/: deleting");
-            match engine.delete_locked(&w, kind, obj.name(), &Preconditions::default(), false, Origin::File) {
+            match engine.delete_locked(
+                &w,
+                kind,
+                obj.name(),
+                &Preconditions::default(),
+                false,
+                Origin::File,
+            ) {
                 Ok(_) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -159,7 +191,13 @@ fn sync_once(engine: &Engine<FilePersist>, root: &Path, scanner: &mut Scanner) -
     Ok(())
 }
 
-fn sync_file(engine: &Engine<FilePersist>, w: &Writer<'_>, kind: &'static crds::KindInfo, name: &str, parsed: &Result<Object, String>) -> Result<()> {
+fn sync_file(
+    engine: &Engine<FilePersist>,
+    w: &Writer<'_>,
+    kind: &'static crds::KindInfo,
+    name: &str,
+    parsed: &Result<Object, String>,
+) -> Result<()> {
     if kind.class != KindClass::User {
         return match parsed {
             Err(msg) => report_orphan_error(engine, w, kind, name, Some(msg)),
@@ -175,21 +213,35 @@ fn sync_file(engine: &Engine<FilePersist>, w: &Writer<'_>, kind: &'static crds::
         tracing::warn!(object = %format!("{}/{name}", kind.kind), error = %msg, "unusable file in desired/");
     }
     let exists = engine.set_file_validity(w, kind, name, error.as_deref())?;
-    report_orphan_error(engine, w, kind, name, if exists { None } else { error.as_deref() })
+    report_orphan_error(
+        engine,
+        w,
+        kind,
+        name,
+        if exists { None } else { error.as_deref() },
+    )
 }
 
 /// Creates or updates the object from a parsed file; the error is the message for `Valid`.
 fn apply_file(engine: &Engine<FilePersist>, w: &Writer<'_>, obj: Object) -> Result<(), String> {
-    let Some(kind) = kind_by_name(&obj.kind) else { return Err(format!("unknown kind {:?}", obj.kind)) };
+    let Some(kind) = kind_by_name(&obj.kind) else {
+        return Err(format!("unknown kind {:?}", obj.kind));
+    };
     let rel = format!("desired/{}/{}.yaml", kind.plural, obj.metadata.name);
     let current = engine.read().get(kind, &obj.metadata.name).cloned();
     let result = match current {
-        None => engine.create_locked(w, obj, false, Origin::File).map(drop),
+        None => engine.create_locked(w, &obj, false, Origin::File).map(drop),
         Some(cur) => {
             let same = cur.spec == kind.validate(&obj).map(|o| o.spec).unwrap_or_default()
                 && cur.metadata.labels == obj.metadata.labels
                 && cur.metadata.annotations == obj.metadata.annotations;
-            if same { Ok(()) } else { engine.update_locked(w, obj, Subresource::Main, false, Origin::File).map(drop) }
+            if same {
+                Ok(())
+            } else {
+                engine
+                    .update_locked(w, &obj, Subresource::Main, false, Origin::File)
+                    .map(drop)
+            }
         }
     };
     result.map_err(|e| match e {
@@ -200,21 +252,43 @@ fn apply_file(engine: &Engine<FilePersist>, w: &Writer<'_>, obj: Object) -> Resu
 
 /// A file that cannot become an object (it never parsed) is reported as a Warning `Event`,
 /// removed again once the file is fixed or gone.
-fn report_orphan_error(engine: &Engine<FilePersist>, w: &Writer<'_>, kind: &crds::KindInfo, name: &str, error: Option<&str>) -> Result<()> {
-    let events = kind_by_name("Event").ok_or_else(|| StoreError::Unavailable("the Event kind is missing".into()))?;
+fn report_orphan_error(
+    engine: &Engine<FilePersist>,
+    w: &Writer<'_>,
+    kind: &crds::KindInfo,
+    name: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    let events = kind_by_name("Event")
+        .ok_or_else(|| StoreError::Unavailable("the Event kind is missing".into()))?;
     let event_name = invalid_file_event_name(kind, name);
     let existing = engine.read().get(events, &event_name).cloned();
     match (error, existing) {
         (None, None) => Ok(()),
-        (None, Some(_)) => engine.delete_locked(w, events, &event_name, &Preconditions::default(), false, Origin::Api).map(drop),
+        (None, Some(_)) => engine
+            .delete_locked(
+                w,
+                events,
+                &event_name,
+                &Preconditions::default(),
+                false,
+                Origin::Api,
+            )
+            .map(drop),
         (Some(msg), existing) => {
             let now = (engine.config.clock)();
-            let previous = existing.as_ref().and_then(|e| Resource::<EventSpec>::from_object(e).ok());
+            let previous = existing
+                .as_ref()
+                .and_then(|e| Resource::<EventSpec>::from_object(e).ok());
             if previous.as_ref().is_some_and(|p| p.spec.message == msg) {
                 return Ok(());
             }
             let spec = EventSpec {
-                involved_object: ObjectRef { kind: kind.kind.to_owned(), name: name.to_owned(), uid: None },
+                involved_object: ObjectRef {
+                    kind: kind.kind.to_owned(),
+                    name: name.to_owned(),
+                    uid: None,
+                },
                 type_: Severity::Warning,
                 reason: "InvalidFile".into(),
                 message: msg.to_owned(),
@@ -223,12 +297,19 @@ fn report_orphan_error(engine: &Engine<FilePersist>, w: &Writer<'_>, kind: &crds
                 first_timestamp: previous.as_ref().map_or(now, |p| p.spec.first_timestamp),
                 last_timestamp: now,
             };
-            let mut obj = Resource { metadata: ObjectMeta::named(event_name), spec, status: None }.to_object();
+            let mut obj = Resource {
+                metadata: ObjectMeta::named(event_name),
+                spec,
+                status: None,
+            }
+            .to_object();
             if existing.is_some() {
-                engine.update_locked(w, obj, Subresource::Main, false, Origin::Api).map(drop)
+                engine
+                    .update_locked(w, &obj, Subresource::Main, false, Origin::Api)
+                    .map(drop)
             } else {
                 obj.metadata.resource_version = None;
-                engine.create_locked(w, obj, false, Origin::Api).map(drop)
+                engine.create_locked(w, &obj, false, Origin::Api).map(drop)
             }
         }
     }
