@@ -343,10 +343,10 @@ impl<P: Persist> Engine<P> {
 
     fn check_finalizers(
         kind: &KindInfo,
+        name: &str,
         current: Option<&Object>,
         finalizers: &[String],
     ) -> Result<()> {
-        let name = current.map_or("", |c| &c.metadata.name);
         let unique: BTreeSet<&String> = finalizers.iter().collect();
         if unique.len() != finalizers.len() {
             return Err(StoreError::invalid(
@@ -436,7 +436,7 @@ impl<P: Persist> Engine<P> {
                 name: new.metadata.name.clone(),
             });
         }
-        Self::check_finalizers(kind, None, &new.metadata.finalizers)?;
+        Self::check_finalizers(kind, &new.metadata.name, None, &new.metadata.finalizers)?;
         let secret = self.split_secret(kind, &mut new)?;
         let meta = &mut new.metadata;
         meta.uid = Some(uuid::Uuid::now_v7().to_string());
@@ -505,7 +505,12 @@ impl<P: Persist> Engine<P> {
                 new.metadata.labels = valid.metadata.labels;
                 new.metadata.annotations = valid.metadata.annotations;
                 if origin == Origin::Api {
-                    Self::check_finalizers(kind, Some(&current), &valid.metadata.finalizers)?;
+                    Self::check_finalizers(
+                        kind,
+                        &current.metadata.name,
+                        Some(&current),
+                        &valid.metadata.finalizers,
+                    )?;
                     new.metadata.finalizers = valid.metadata.finalizers;
                     new.metadata.owner_references = valid.metadata.owner_references;
                 }

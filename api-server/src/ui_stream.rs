@@ -1,0 +1,455 @@
+//! The UI patch stream (`GET /ws/ui`, a WebSocket): the public model
+//! `{"<plural>": {"<name>": <object>}}` of every kind except `Secret`, sent as
+//! `{"type":"dump","revision":..,"model":..}` on connect and then as
+//! `{"type":"patch","revision":..,"patch":[RFC 6902 ops]}` for every store revision.
+//!
+//! One broadcaster per server watches the store once, keeps the model, computes each patch
+//! once and fans it out over a broadcast channel. A client's snapshot and subscription are
+//! taken under the same lock, so no patch is missed or applied twice; a client that lags
+//! behind the channel gets a fresh dump. When the store watch is `Gone`, the broadcaster
+//! relists and every client gets a dump.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, Once},
+    time::Duration,
+};
+
+use axum::{
+    Extension, Router,
+    extract::{
+        State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
+    },
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use crds::{KindClass, kind_by_name, kinds};
+use futures::{FutureExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use store::{EventType, Store, StoreError, WatchEvent, revision::ResourceVersion};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{AppState, ShutdownSignal, status::Status};
+
+/// Messages a slow client may fall behind by before it gets a fresh dump instead.
+const CHANNEL_CAPACITY: usize = 256;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/ws/ui", get(ws_ui))
+}
+
+/// `plural -> name -> object`.
+type Model = BTreeMap<&'static str, BTreeMap<String, Value>>;
+
+fn empty_model() -> Model {
+    kinds()
+        .iter()
+        .filter(|k| k.class != KindClass::Secret)
+        .map(|k| (k.plural, BTreeMap::new()))
+        .collect()
+}
+
+#[derive(Serialize)]
+struct DumpMessage<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    revision: &'a str,
+    model: &'a Model,
+}
+
+#[derive(Serialize)]
+struct PatchMessage<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    revision: &'a str,
+    patch: &'a [Value],
+}
+
+fn encode<T: Serialize>(msg: &T) -> Arc<str> {
+    // Plain JSON values always serialize.
+    Arc::from(serde_json::to_string(msg).unwrap_or_default())
+}
+
+struct ModelState {
+    model: Model,
+    revision: String,
+    revision_number: u64,
+}
+
+impl ModelState {
+    fn dump(&self) -> Arc<str> {
+        encode(&DumpMessage {
+            type_: "dump",
+            revision: &self.revision,
+            model: &self.model,
+        })
+    }
+
+    fn note_revision(&mut self, rv: Option<&str>) {
+        let Some(rv) = rv else { return };
+        let number = ResourceVersion::parse(rv).map_or(0, |v| v.revision);
+        if number >= self.revision_number || self.revision.is_empty() {
+            self.revision_number = number;
+            rv.clone_into(&mut self.revision);
+        }
+    }
+
+    /// Applies one event; the RFC 6902 operations it amounts to, or `None` when the event
+    /// is not part of the public model.
+    fn apply(&mut self, ev: &WatchEvent) -> Option<Vec<Value>> {
+        self.note_revision(ev.object.metadata.resource_version.as_deref());
+        let kind = kind_by_name(&ev.object.kind).filter(|k| k.class != KindClass::Secret)?;
+        let objects = self.model.entry(kind.plural).or_default();
+        let name = &ev.object.metadata.name;
+        let path = format!("/{}/{}", kind.plural, escape_pointer(name));
+        match ev.type_ {
+            EventType::Bookmark => None,
+            EventType::Added | EventType::Modified => {
+                let value = serde_json::to_value(&*ev.object).unwrap_or(Value::Null);
+                let ops = match objects.get(name) {
+                    Some(old) => prefixed(&path, json_patch::diff(old, &value)),
+                    None => vec![json!({"op": "add", "path": path, "value": value})],
+                };
+                objects.insert(name.clone(), value);
+                Some(ops)
+            }
+            EventType::Deleted => Some(match objects.remove(name) {
+                Some(_) => vec![json!({"op": "remove", "path": path})],
+                None => Vec::new(),
+            }),
+        }
+    }
+}
+
+fn escape_pointer(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The operations of `patch` with `prefix` put in front of every path.
+fn prefixed(prefix: &str, patch: json_patch::Patch) -> Vec<Value> {
+    let Ok(Value::Array(mut ops)) = serde_json::to_value(&patch) else {
+        return Vec::new();
+    };
+    for op in &mut ops {
+        if let Value::Object(map) = op {
+            for key in ["path", "from"] {
+                if let Some(Value::String(p)) = map.get_mut(key) {
+                    *p = format!("{prefix}{p}");
+                }
+            }
+        }
+    }
+    ops
+}
+
+struct Shared {
+    state: Mutex<ModelState>,
+    tx: broadcast::Sender<Arc<str>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ModelState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A dump and a subscription to every message after it, taken atomically.
+    fn snapshot(&self) -> (Arc<str>, broadcast::Receiver<Arc<str>>) {
+        let st = self.lock();
+        (st.dump(), self.tx.subscribe())
+    }
+}
+
+/// The per-server broadcaster; its task starts with the first client and stops when the
+/// last clone of the server state is dropped.
+pub struct UiHub {
+    shared: Arc<Shared>,
+    started: Once,
+    cancel: CancellationToken,
+}
+
+impl fmt::Debug for UiHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UiHub")
+            .field("clients", &self.shared.tx.receiver_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for UiHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for UiHub {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl UiHub {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let (ready, _) = watch::channel(false);
+        let state = Mutex::new(ModelState {
+            model: empty_model(),
+            revision: String::new(),
+            revision_number: 0,
+        });
+        Self {
+            shared: Arc::new(Shared { state, tx, ready }),
+            started: Once::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Starts the broadcaster if needed, waits for its first sync and subscribes.
+    async fn subscribe(&self, store: &Arc<dyn Store>) -> (Arc<str>, broadcast::Receiver<Arc<str>>) {
+        self.started.call_once(|| {
+            tokio::spawn(run(self.shared.clone(), store.clone(), self.cancel.clone()));
+        });
+        let mut ready = self.shared.ready.subscribe();
+        // The sender lives in `shared`, which we hold: waiting cannot fail.
+        let _ = ready.wait_for(|r| *r).await;
+        self.shared.snapshot()
+    }
+}
+
+/// Why following the store stopped.
+enum Stop {
+    Cancelled,
+    /// `Gone`: relist at once.
+    Relist,
+    Failed(StoreError),
+}
+
+async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, cancel: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match follow(&shared, &*store, &cancel).await {
+            Stop::Cancelled => return,
+            Stop::Relist => delay = Duration::from_millis(100),
+            Stop::Failed(e) => {
+                tracing::warn!(error = %e, "ui stream: store watch failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Syncs a fresh model from a new store watch, then follows it.
+async fn follow(shared: &Shared, store: &dyn Store, cancel: &CancellationToken) -> Stop {
+    let first = tokio::select! {
+        () = cancel.cancelled() => return Stop::Cancelled,
+        r = store.list(&kinds()[0]) => r,
+    };
+    let mut fresh = ModelState {
+        model: empty_model(),
+        revision: String::new(),
+        revision_number: 0,
+    };
+    match first {
+        Ok(list) => fresh.note_revision(Some(&list.resource_version)),
+        Err(e) => return Stop::Failed(e),
+    }
+    let mut events = tokio::select! {
+        () = cancel.cancelled() => return Stop::Cancelled,
+        r = store.watch(None, None) => match r {
+            Ok(s) => s,
+            Err(StoreError::Gone { .. }) => return Stop::Relist,
+            Err(e) => return Stop::Failed(e),
+        },
+    };
+    // The current objects arrive at once as ADDED events: take what is ready as the
+    // initial model, so the first dump is whole.
+    while let Some(ev) = events.next().now_or_never() {
+        match ev {
+            Some(Ok(ev)) => {
+                fresh.apply(&ev);
+            }
+            Some(Err(StoreError::Gone { .. })) => return Stop::Relist,
+            Some(Err(e)) => return Stop::Failed(e),
+            None => return Stop::Failed(StoreError::Unavailable("the store watch ended".into())),
+        }
+    }
+    {
+        let mut st = shared.lock();
+        *st = fresh;
+        if *shared.ready.borrow() {
+            // Clients had an older model: replace it.
+            let _ = shared.tx.send(st.dump());
+        }
+        shared.ready.send_replace(true);
+    }
+    loop {
+        let ev = tokio::select! {
+            () = cancel.cancelled() => return Stop::Cancelled,
+            ev = events.next() => ev,
+        };
+        match ev {
+            Some(Ok(ev)) => {
+                let mut st = shared.lock();
+                if let Some(ops) = st.apply(&ev) {
+                    let msg = encode(&PatchMessage {
+                        type_: "patch",
+                        revision: &st.revision,
+                        patch: &ops,
+                    });
+                    // No receivers is fine: nobody is watching right now.
+                    let _ = shared.tx.send(msg);
+                }
+            }
+            Some(Err(StoreError::Gone { .. })) => return Stop::Relist,
+            Some(Err(e)) => return Stop::Failed(e),
+            None => return Stop::Failed(StoreError::Unavailable("the store watch ended".into())),
+        }
+    }
+}
+
+async fn ws_ui(
+    State(state): State<AppState>,
+    shutdown: Option<Extension<ShutdownSignal>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return Status::bad_request(format!(
+                "/ws/ui needs a WebSocket upgrade: {}",
+                e.body_text()
+            ))
+            .into_response();
+        }
+    };
+    let stop = shutdown
+        .map(|Extension(ShutdownSignal(t))| t)
+        .unwrap_or_default();
+    ws.on_upgrade(move |socket| serve_client(socket, state, stop))
+}
+
+async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn serve_client(mut socket: WebSocket, state: AppState, stop: CancellationToken) {
+    let hub = state.ui.clone();
+    let (dump, mut rx) = tokio::select! {
+        () = stop.cancelled() => return,
+        sub = hub.subscribe(&state.store) => sub,
+    };
+    if !send_text(&mut socket, &dump).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                let frame = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            msg = rx.recv() => {
+                let text = match msg {
+                    Ok(text) => text,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let (dump, fresh) = hub.shared.snapshot();
+                        rx = fresh;
+                        dump
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if !send_text(&mut socket, &text).await {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_) | Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crds::{Object, ObjectMeta};
+
+    use super::*;
+
+    fn event(type_: EventType, kind: &str, name: &str, rv: &str, spec: Value) -> WatchEvent {
+        let mut meta = ObjectMeta::named(name);
+        meta.resource_version = Some(rv.into());
+        let object = Object {
+            api_version: crds::API_VERSION.into(),
+            kind: kind.into(),
+            metadata: meta,
+            spec,
+            status: None,
+        };
+        WatchEvent {
+            type_,
+            object: Arc::new(object),
+        }
+    }
+
+    #[test]
+    fn patches_are_prefixed_and_secrets_skipped() {
+        let mut m = ModelState {
+            model: empty_model(),
+            revision: String::new(),
+            revision_number: 0,
+        };
+        let ops = m
+            .apply(&event(
+                EventType::Added,
+                "Package",
+                "web",
+                "ab-1",
+                json!({"running": true}),
+            ))
+            .unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/packages/web");
+        let ops = m
+            .apply(&event(
+                EventType::Modified,
+                "Package",
+                "web",
+                "ab-2",
+                json!({"running": false}),
+            ))
+            .unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                json!({"op": "replace", "path": "/packages/web/metadata/resourceVersion", "value": "ab-2"}),
+                json!({"op": "replace", "path": "/packages/web/spec/running", "value": false})
+            ]
+        );
+        assert!(
+            m.apply(&event(EventType::Added, "Secret", "pw", "ab-3", json!({})))
+                .is_none()
+        );
+        assert!(!m.model.contains_key("secrets"));
+        assert_eq!(m.revision, "ab-3");
+        let ops = m
+            .apply(&event(
+                EventType::Deleted,
+                "Package",
+                "web",
+                "ab-4",
+                json!({}),
+            ))
+            .unwrap();
+        assert_eq!(ops, vec![json!({"op": "remove", "path": "/packages/web"})]);
+        assert!(m.model["packages"].is_empty());
+    }
+}
