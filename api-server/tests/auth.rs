@@ -3,11 +3,6 @@
 //! revokes; logins are rate limited; the generated password is shown once and stored hashed;
 //! tokens survive a restart; the Unix socket is trusted.
 
-#![allow(
-    clippy::tests_outside_test_module,
-    reason = "an integration test file is a test-only crate of its own"
-)]
-
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -38,6 +38,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::status::{Reason, Status};
+pub use password::generate as generate_password;
 pub use rate_limit::ClientAddr;
 pub use sessions::SessionKind;
 pub use unix::{trusted, unix_listener};

@@ -24,7 +24,7 @@ pub(super) enum Cost {
     Minimal,
 }
 
-pub(super) fn generate() -> String {
+pub fn generate() -> String {
     let mut bytes = [0u8; GENERATED_LEN];
     rand::rng().fill_bytes(&mut bytes);
     // 32 divides 256, so masking keeps every character equally likely.

@@ -51,8 +51,11 @@ pub fn encode(obj: &Object) -> String {
         },
         spec: &obj.spec,
     };
+    // Long one-line values (SSH keys) stay on one line: folded blocks read and diff badly.
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.folded_wrap_chars = usize::MAX / 2;
     // Serializing plain data with string keys into YAML does not fail.
-    serde_saphyr::to_string(&doc).unwrap_or_default()
+    serde_saphyr::to_string_with_options(&doc, options).unwrap_or_default()
 }
 
 /// Parses the file at `rel` (relative to the data directory, used in messages) as an

@@ -1,0 +1,194 @@
+//! Where `start-cli` sends requests and with which credentials.
+//!
+//! In order: `--host URL` (TCP, with the token from `$STARTOS_TOKEN` or `~/.startos/token`,
+//! which `login` writes), `--data-dir DIR` (the socket `DIR/run/startd.sock`), `--socket
+//! PATH`, `$STARTOS_SOCKET`, and finally `/var/lib/startos/run/startd.sock`. The Unix socket
+//! is root-only and needs no password.
+
+use std::{
+    io::Write,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use api_server::client::{Endpoint, HttpStore};
+use clap::Args;
+
+pub const DEFAULT_SOCKET: &str = "/var/lib/startos/run/startd.sock";
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct GlobalArgs {
+    /// The daemon's root-only Unix socket [default: $STARTOS_SOCKET or /var/lib/startos/run/startd.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The daemon's HTTP API, e.g. http://127.0.0.1:5959 (log in first with `login`, or set $STARTOS_TOKEN).
+    #[arg(long, global = true, value_name = "URL", conflicts_with_all = ["socket", "data_dir"])]
+    pub host: Option<String>,
+    /// Shortcut for --socket DIR/run/startd.sock.
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "socket")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Socket(PathBuf),
+    Host { url: String },
+}
+
+impl GlobalArgs {
+    pub fn target(&self) -> Result<Target> {
+        if let Some(host) = &self.host {
+            return Ok(Target::Host {
+                url: normalize_url(host)?,
+            });
+        }
+        if let Some(dir) = &self.data_dir {
+            return Ok(Target::Socket(dir.join("run").join("startd.sock")));
+        }
+        if let Some(socket) = &self.socket {
+            return Ok(Target::Socket(socket.clone()));
+        }
+        match std::env::var_os("STARTOS_SOCKET").filter(|s| !s.is_empty()) {
+            Some(s) => Ok(Target::Socket(s.into())),
+            None => Ok(Target::Socket(DEFAULT_SOCKET.into())),
+        }
+    }
+}
+
+/// `http://host:port` without a trailing slash; a bare `host:port` gets `http://`.
+pub fn normalize_url(url: &str) -> Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    if url.starts_with("https://") {
+        bail!(
+            "{url}: startd does not serve HTTPS yet; use http:// on a loopback address (or an SSH tunnel)"
+        );
+    }
+    if !url.starts_with("http://") || url.len() <= "http://".len() {
+        bail!("{url:?} is not an http:// URL");
+    }
+    Ok(url)
+}
+
+/// `~/.startos/token`.
+pub fn token_path() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("$HOME is not set: cannot find ~/.startos/token")?;
+    Ok(Path::new(&home).join(".startos").join("token"))
+}
+
+/// `$STARTOS_TOKEN`, else the token saved by `login`, else none.
+pub fn read_token() -> Result<Option<String>> {
+    if let Some(t) = std::env::var("STARTOS_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let path = token_path()?;
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes the token to `~/.startos/token` (0600, directory 0700), atomically.
+pub fn save_token(token: &str) -> Result<PathBuf> {
+    let path = token_path()?;
+    let dir = path.parent().context("token path has no directory")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    let tmp = dir.join(format!(".token-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(path)
+}
+
+/// Checks that the socket can be reached, with advice when it cannot.
+fn check_socket(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "cannot reach startd: {} does not exist (is startd running? point at it with --data-dir DIR, --socket PATH or --host URL)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot reach startd: permission denied on {} (the socket is root-only: use sudo, or --host URL after `start-cli login`)",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot reach startd at {}", path.display())),
+    }
+}
+
+/// The store behind the daemon's API, as selected by the global options.
+pub fn connect(global: &GlobalArgs) -> Result<HttpStore> {
+    match global.target()? {
+        Target::Socket(path) => {
+            check_socket(&path)?;
+            Ok(HttpStore::connect(Endpoint::Unix(path), None)?)
+        }
+        Target::Host { url } => Ok(HttpStore::connect(Endpoint::Tcp(url), read_token()?)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let g = GlobalArgs {
+            data_dir: Some("/d".into()),
+            ..GlobalArgs::default()
+        };
+        assert_eq!(
+            g.target().unwrap(),
+            Target::Socket("/d/run/startd.sock".into())
+        );
+        let g = GlobalArgs {
+            socket: Some("/s.sock".into()),
+            ..GlobalArgs::default()
+        };
+        assert_eq!(g.target().unwrap(), Target::Socket("/s.sock".into()));
+        let g = GlobalArgs {
+            host: Some("127.0.0.1:5959/".into()),
+            ..GlobalArgs::default()
+        };
+        assert_eq!(
+            g.target().unwrap(),
+            Target::Host {
+                url: "http://127.0.0.1:5959".into()
+            }
+        );
+        assert!(normalize_url("https://box.local").is_err());
+        assert!(normalize_url("ftp://x").is_err());
+    }
+}

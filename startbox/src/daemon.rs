@@ -1,0 +1,319 @@
+//! `startd`: opens the store and the authentication state under one data directory and
+//! serves the API on loopback TCP and on the root-only Unix socket `<data>/run/startd.sock`.
+//!
+//! Start-up prints to stdout, in this order and each on its own line: the generated admin
+//! password (first start only), `startd: listening on http://ADDR and PATH`, and
+//! `startd: ready` once both listeners accept connections. Logs go to stderr.
+//!
+//! SIGTERM or SIGINT stops accepting connections and lets in-flight requests finish within
+//! `--shutdown-timeout`; the exit code is then 0. A second signal exits at once (130).
+
+use std::{
+    fs::{File, OpenOptions, TryLockError},
+    io::{IsTerminal, Read, Write},
+    net::SocketAddr,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use api_server::auth::{self, Auth};
+use clap::{Args, Parser, Subcommand};
+use store::{EngineConfig, FileStore};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::cli::wait::parse_duration;
+
+/// Where a real install keeps its state (the CLI's default socket lives under it).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/startos";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5959";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Data directory: desired/ (the GitOps tree), status/, secrets/, run/.
+    #[arg(long, global = true, env = "STARTOS_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API. Loopback only until TLS is implemented; port 0 picks a free port
+    /// (the chosen address is printed).
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before startd exits anyway.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Set a new admin password and end every session and token. The password is read from
+    /// stdin (prompted for on a terminal); an empty one, or --generate, makes a random one,
+    /// printed once.
+    ResetPassword(ResetPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetPasswordArgs {
+    /// Generate a random password instead of reading one.
+    #[arg(long)]
+    pub generate: bool,
+}
+
+/// The standalone `startd` parser (argv[0] = `startd`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "startd",
+    version,
+    about = "The StartOS daemon: the store, the API and (later) the controllers"
+)]
+pub struct Startd {
+    #[command(flatten)]
+    pub args: DaemonArgs,
+}
+
+pub async fn run(args: DaemonArgs) -> Result<u8> {
+    match &args.command {
+        Some(DaemonCommand::ResetPassword(r)) => reset_password(&args.data_dir, r.generate),
+        None => serve(&args).await,
+    }
+}
+
+/// Refuses anything but loopback: the API has no TLS yet, and a password must never cross a
+/// network in clear.
+pub fn check_listen(addr: SocketAddr) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {addr}: the API has no TLS yet, so only loopback addresses (127.0.0.1, ::1) are allowed; \
+             serving on other addresses comes with TLS later (for now use an SSH tunnel)"
+        );
+    }
+    Ok(())
+}
+
+/// An exclusive `flock` on `<data>/run/startd.lock`, held while the daemon runs, so two
+/// daemons never share a data directory. The kernel drops it when the process dies, even by
+/// SIGKILL.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<Self> {
+        let run = data_dir.join("run");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&run)
+            .with_context(|| format!("cannot create {}", run.display()))?;
+        let path = run.join("startd.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = holder.trim();
+                let who = if pid.is_empty() {
+                    "another startd".to_owned()
+                } else {
+                    format!("another startd (pid {pid})")
+                };
+                bail!(
+                    "{who} is already running with data directory {} (it holds the lock {})",
+                    data_dir.display(),
+                    path.display()
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        // Only informative (for the message above): the lock itself is what counts.
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self { _file: file, path })
+    }
+}
+
+fn print_stdout(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn serve(args: &DaemonArgs) -> Result<u8> {
+    check_listen(args.listen)?;
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let _lock = DataDirLock::acquire(data_dir)?;
+
+    let store = FileStore::open(data_dir, EngineConfig::default())
+        .await
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let (auth, generated) =
+        Auth::open(data_dir, false).context("cannot open the authentication state")?;
+    if let Some(password) = generated {
+        // Printed, never logged: logs are kept and shipped, stdout is read once by a person.
+        print_stdout(&format!(
+            "startd: generated admin password: {password} (shown once; reset with 'startd reset-password')"
+        ));
+    }
+
+    let tcp = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = tcp.local_addr().context("reading the bound address")?;
+    let socket_path = data_dir.join("run").join("startd.sock");
+    let unix = auth::unix_listener(&socket_path)?;
+
+    let state = api_server::AppState::new(Arc::new(store), Arc::new(auth));
+    let router = api_server::router(state);
+
+    // Both servers stop accepting when `stop` fires; api_server::serve then ends open
+    // watches and waits for in-flight requests.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tcp_server = api_server::serve(tcp, router.clone(), stopped(stop_rx.clone()));
+    let unix_server = api_server::serve(unix, api_server::trusted(router), stopped(stop_rx));
+    let servers = async move {
+        let (t, u) = tokio::join!(tcp_server, unix_server);
+        t.context("serving TCP")?;
+        u.context("serving the Unix socket")
+    };
+    tokio::pin!(servers);
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tracing::info!(listen = %local, socket = %socket_path.display(), data_dir = %data_dir.display(), "startd ready");
+    print_stdout(&format!(
+        "startd: listening on http://{local} and {}",
+        socket_path.display()
+    ));
+    print_stdout("startd: ready");
+
+    let first = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        r = &mut servers => {
+            r?;
+            bail!("the API servers stopped unexpectedly");
+        }
+    };
+    tracing::info!(signal = first, timeout = ?args.shutdown_timeout, "shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let code = tokio::select! {
+        r = tokio::time::timeout(args.shutdown_timeout, &mut servers) => {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "an API server failed while draining"),
+                Err(_) => tracing::warn!(timeout = ?args.shutdown_timeout, "requests still in flight at the shutdown deadline; exiting anyway"),
+            }
+            0
+        }
+        _ = sigterm.recv() => { tracing::warn!("second signal: exiting now"); 130 }
+        _ = sigint.recv() => { tracing::warn!("second signal: exiting now"); 130 }
+    };
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!(code, "startd stopped");
+    Ok(code)
+}
+
+/// The new password from stdin: prompted twice on a terminal, else the first line of input.
+/// `None` when empty (generate one).
+fn read_new_password() -> Result<Option<String>> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New admin password (empty to generate one): ")
+            .context("reading the password")?;
+        if first.is_empty() {
+            return Ok(None);
+        }
+        let again = rpassword::prompt_password("Repeat the new password: ")
+            .context("reading the password")?;
+        if again != first {
+            bail!("the passwords do not match");
+        }
+        return Ok(Some(first));
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut input)
+        .context("reading the password from stdin")?;
+    let line = input.lines().next().unwrap_or_default();
+    Ok(if line.is_empty() {
+        None
+    } else {
+        Some(line.to_owned())
+    })
+}
+
+fn reset_password(data_dir: &Path, generate: bool) -> Result<u8> {
+    if !data_dir.is_dir() {
+        bail!(
+            "{} is not a directory (pass the daemon's --data-dir)",
+            data_dir.display()
+        );
+    }
+    let typed = if generate { None } else { read_new_password()? };
+    let password = typed
+        .clone()
+        .unwrap_or_else(api_server::auth::generate_password);
+    let (auth, _first_start) =
+        Auth::open(data_dir, false).context("cannot open the authentication state")?;
+    auth.set_password(&password)
+        .context("cannot set the password")?;
+    if typed.is_none() {
+        print_stdout(&format!(
+            "startd: new admin password: {password} (shown once)"
+        ));
+    }
+    print_stdout("startd: admin password changed; every session and token was ended");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback() {
+        assert!(check_listen("127.0.0.1:5959".parse().unwrap()).is_ok());
+        assert!(check_listen("[::1]:5959".parse().unwrap()).is_ok());
+        let err = check_listen("0.0.0.0:5959".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS"), "{err}");
+        assert!(check_listen("192.0.2.7:80".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn one_lock_per_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        let err = DataDirLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("already running") && err.contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        drop(first);
+        DataDirLock::acquire(dir.path()).unwrap();
+    }
+}

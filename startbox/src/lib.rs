@@ -1,0 +1,6 @@
+//! The one StartOS binary as a library: [`daemon`] (`startd`) and [`cli`] (`start-cli`).
+//! `main.rs` only picks the personality; everything testable lives here.
+
+pub mod cli;
+pub mod daemon;
+pub mod logging;
