@@ -113,7 +113,7 @@ pub enum Subresource {
 
 /// The store of record. Every backend passes [`conformance`] (memory, file, HTTP).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get(&self, kind: &'static KindInfo, name: &str) -> Result<Object>;
     async fn list(&self, kind: &'static KindInfo) -> Result<ObjectList>;
     /// Creates `obj`; the server sets uid, generation, timestamps and resourceVersion.

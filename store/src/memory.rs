@@ -32,10 +32,11 @@ impl MemoryStore {
     }
 }
 
-/// Implements [`Store`] for a type with an `engine: Arc<Engine<_>>` field. Writes run on the
-/// blocking pool because a backend may fsync.
+/// Implements [`Store`] for a type with an `engine: Arc<Engine<_>>` field. `$run` runs a
+/// write: on the blocking pool for a backend that fsyncs, inline for memory (which also
+/// keeps tests with a paused clock deterministic).
 macro_rules! engine_store {
-    ($ty:ty) => {
+    ($ty:ty, $run:path) => {
         #[async_trait]
         impl Store for $ty {
             async fn get(&self, kind: &'static KindInfo, name: &str) -> Result<Object> {
@@ -48,17 +49,17 @@ macro_rules! engine_store {
 
             async fn create(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
                 let (e, dry) = (self.engine.clone(), opts.dry_run);
-                $crate::memory::blocking(move || e.create(obj, dry)).await
+                $run(move || e.create(obj, dry)).await
             }
 
             async fn update(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
                 let (e, dry) = (self.engine.clone(), opts.dry_run);
-                $crate::memory::blocking(move || e.update(obj, Subresource::Main, dry)).await
+                $run(move || e.update(obj, Subresource::Main, dry)).await
             }
 
             async fn update_status(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
                 let (e, dry) = (self.engine.clone(), opts.dry_run);
-                $crate::memory::blocking(move || e.update(obj, Subresource::Status, dry)).await
+                $run(move || e.update(obj, Subresource::Status, dry)).await
             }
 
             async fn patch(
@@ -70,7 +71,7 @@ macro_rules! engine_store {
                 opts: &WriteOptions,
             ) -> Result<Object> {
                 let (e, dry, name) = (self.engine.clone(), opts.dry_run, name.to_owned());
-                $crate::memory::blocking(move || e.patch(kind, &name, patch, sub, dry)).await
+                $run(move || e.patch(kind, &name, patch, sub, dry)).await
             }
 
             async fn delete(
@@ -86,7 +87,7 @@ macro_rules! engine_store {
                     name.to_owned(),
                     pre.clone(),
                 );
-                $crate::memory::blocking(move || e.delete(kind, &name, &pre, dry)).await
+                $run(move || e.delete(kind, &name, &pre, dry)).await
             }
 
             async fn watch(
@@ -105,7 +106,11 @@ macro_rules! engine_store {
 }
 pub(crate) use engine_store;
 
-engine_store!(MemoryStore);
+engine_store!(MemoryStore, inline);
+
+async fn inline<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    f()
+}
 
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,

@@ -206,4 +206,4 @@ fn load(root: &Path, config: EngineConfig) -> Result<Arc<Engine<FilePersist>>> {
     Ok(engine)
 }
 
-engine_store!(FileStore);
+engine_store!(FileStore, crate::memory::blocking);

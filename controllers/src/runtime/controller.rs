@@ -1,0 +1,538 @@
+//! The controller builder and its run loop.
+//!
+//! ```text
+//! reflectors (primary, owned, watched kinds) ─┐
+//! triggers (file watches, netlink, ...) ──────┼─> keys ─> Queue ─> workers ─> Reconciler
+//! resync timer ───────────────────────────────┘             ^            │
+//!                                      requeue / backoff ───┴────────────┘
+//! ```
+
+use std::{
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use crds::{Condition, ConditionStatus, KindInfo, Object};
+use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
+use rand::Rng;
+use store::Store;
+use tokio::{
+    sync::{Notify, Semaphore, mpsc, watch},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{
+    ObjectKey, ReconcileError, ReconcileResult, Requeue,
+    backoff::{Backoff, BackoffConfig, RateLimiter},
+    events::Recorder,
+    metrics::Metrics,
+    queue::Queue,
+    reflector::{self, Cache, Change},
+    shutdown::Shutdown,
+    status::update_conditions,
+};
+
+/// Reconciles one object toward its spec. Called with the object as cached (never for an
+/// object that is gone: not-found is success). Must be idempotent and safe to cancel at
+/// any `.await`.
+#[async_trait]
+pub trait Reconciler: Send + Sync + 'static {
+    async fn reconcile(&self, obj: Arc<Object>, ctx: &Context) -> ReconcileResult;
+}
+
+/// What a reconcile may use besides the object.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    /// Local copies of the primary, owned and watched kinds.
+    pub cache: Cache,
+    pub events: Recorder,
+    pub controller: &'static str,
+}
+
+/// Maps a change of a watched object to the keys to reconcile.
+pub type Mapper = Arc<dyn Fn(&Object) -> Vec<ObjectKey> + Send + Sync>;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Reconciles running at once (never two of the same key).
+    pub concurrency: usize,
+    pub backoff: BackoffConfig,
+    /// Quiet retry delay after a conflict.
+    pub conflict_delay: Duration,
+    /// Global limit on reconcile starts.
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+    /// A reconcile running longer is cancelled and counts as a transient error.
+    pub reconcile_timeout: Duration,
+    /// Requeue delays are clamped to this.
+    pub max_requeue: Duration,
+    /// Every key is reconciled again this often (jittered by 10 %); `None` for never.
+    pub resync: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            backoff: BackoffConfig::default(),
+            conflict_delay: Duration::from_millis(50),
+            rate_per_second: 50.0,
+            rate_burst: 500,
+            reconcile_timeout: Duration::from_secs(300),
+            max_requeue: Duration::from_secs(7 * 24 * 3600),
+            resync: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+pub struct Controller {
+    name: &'static str,
+    kind: &'static KindInfo,
+    store: Arc<dyn Store>,
+    owns: Vec<&'static KindInfo>,
+    watches: Vec<(&'static KindInfo, Mapper)>,
+    triggers: Vec<BoxStream<'static, ObjectKey>>,
+    config: Config,
+    metrics: Option<Metrics>,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("name", &self.name)
+            .field("kind", &self.kind.kind)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// A controller named `name` (used in logs, metrics, events and conditions) for `kind`.
+    pub fn for_kind(name: &'static str, kind: &'static KindInfo, store: Arc<dyn Store>) -> Self {
+        Self {
+            name,
+            kind,
+            store,
+            owns: Vec::new(),
+            watches: Vec::new(),
+            triggers: Vec::new(),
+            config: Config::default(),
+            metrics: None,
+        }
+    }
+
+    /// A change to an object of `child` enqueues its controlling owner of our kind.
+    pub fn owns(mut self, child: &'static KindInfo) -> Self {
+        self.owns.push(child);
+        self
+    }
+
+    /// A change to an object of `kind` enqueues the keys `mapper` returns.
+    pub fn watches(
+        mut self,
+        kind: &'static KindInfo,
+        mapper: impl Fn(&Object) -> Vec<ObjectKey> + Send + Sync + 'static,
+    ) -> Self {
+        self.watches.push((kind, Arc::new(mapper)));
+        self
+    }
+
+    /// Keys from outside the store (file watches, netlink, LXC events).
+    pub fn trigger(mut self, keys: impl Stream<Item = ObjectKey> + Send + 'static) -> Self {
+        self.triggers.push(keys.boxed());
+        self
+    }
+
+    pub fn resync(mut self, every: Option<Duration>) -> Self {
+        self.config.resync = every;
+        self
+    }
+
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs until `shutdown` says stop: intake stops, running reconciles may finish until
+    /// the drain deadline, then the rest are cancelled.
+    pub async fn run(self, reconciler: impl Reconciler, shutdown: Shutdown) {
+        let Self {
+            name,
+            kind,
+            store,
+            owns,
+            watches,
+            triggers,
+            config,
+            metrics,
+        } = self;
+        let metrics = metrics.unwrap_or_default();
+        let cache = Cache::default();
+        let stop_reflectors = CancellationToken::new();
+        let (change_tx, mut changes) = mpsc::unbounded_channel::<Change>();
+        let mut ready = Vec::new();
+        let mut kinds: Vec<&'static KindInfo> = vec![kind];
+        kinds.extend(owns.iter().copied());
+        kinds.extend(watches.iter().map(|(k, _)| *k));
+        kinds.dedup_by_key(|k| k.kind);
+        let mut seen = std::collections::HashSet::new();
+        for k in kinds.into_iter().filter(|k| seen.insert(k.kind)) {
+            let (ready_tx, ready_rx) = watch::channel(false);
+            ready.push(ready_rx);
+            tokio::spawn(reflector::run(
+                store.clone(),
+                k,
+                cache.clone(),
+                change_tx.clone(),
+                ready_tx,
+                stop_reflectors.clone(),
+            ));
+        }
+        drop(change_tx);
+        let mut triggers = futures::stream::select_all(triggers);
+        let ctx = Context {
+            store: store.clone(),
+            cache: cache.clone(),
+            events: Recorder::new(store.clone(), name),
+            controller: name,
+        };
+        let state = Arc::new(Shared {
+            name,
+            kind,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            backoff: Mutex::new(Backoff::new(config.backoff.clone())),
+            config: config.clone(),
+            metrics,
+            reconciler: Arc::new(reconciler),
+            ctx,
+        });
+        let workers = Arc::new(Semaphore::new(config.concurrency));
+        let mut limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
+        let mut tasks = tokio::task::JoinSet::new();
+
+        // Readiness gate: nothing runs before every kind has been listed once, so a
+        // reconciler never sees (and "cleans up" after) a partial world.
+        for r in &mut ready {
+            tokio::select! {
+                () = shutdown.graceful() => { stop_reflectors.cancel(); return; }
+                _ = r.wait_for(|ok| *ok) => {}
+            }
+        }
+        tracing::info!(
+            controller = name,
+            kind = kind.kind,
+            "caches synced; starting workers"
+        );
+        let mut resync_at = config.resync.map(|d| Instant::now() + jittered(d));
+        loop {
+            // Start everything that is due, as far as workers and the rate limit allow.
+            loop {
+                let now = Instant::now();
+                let Ok(permit) = workers.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(key) = state.lock_queue().pop_ready(now) else {
+                    break;
+                };
+                let wait = limiter.acquire();
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                let state = state.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let guard = Running {
+                        state: state.clone(),
+                        key: key.clone(),
+                    };
+                    state.run_one(&guard.key).await;
+                    drop(guard);
+                });
+            }
+            state.update_gauges();
+            let deadline = state.lock_queue().next_deadline();
+            tokio::select! {
+                biased;
+                () = shutdown.graceful() => break,
+                Some(change) = changes.recv() => {
+                    for key in keys_for(&change, kind, &owns, &watches) {
+                        state.schedule(key, Instant::now());
+                    }
+                }
+                Some(key) = triggers.next() => state.schedule(key, Instant::now()),
+                () = state.wake.notified() => {}
+                Some(_) = tasks.join_next() => {}
+                () = sleep_until_opt(deadline) => {}
+                () = sleep_until_opt(resync_at) => {
+                    for obj in cache.list(kind) {
+                        state.schedule(ObjectKey::new(kind, obj.metadata.name.clone()), Instant::now());
+                    }
+                    resync_at = config.resync.map(|d| Instant::now() + jittered(d));
+                }
+            }
+        }
+        // Stop intake, then drain.
+        state.lock_queue().close();
+        stop_reflectors.cancel();
+        tracing::info!(
+            controller = name,
+            running = tasks.len(),
+            "shutting down; draining running reconciles"
+        );
+        let drained = tokio::select! {
+            () = async { while tasks.join_next().await.is_some() {} } => true,
+            () = shutdown.forced() => false,
+        };
+        if !drained {
+            tracing::warn!(
+                controller = name,
+                left = tasks.len(),
+                "drain deadline passed; cancelling running reconciles"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        state.update_gauges();
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..=1.1))
+}
+
+/// The keys a change enqueues.
+fn keys_for(
+    change: &Change,
+    kind: &'static KindInfo,
+    owns: &[&'static KindInfo],
+    watches: &[(&'static KindInfo, Mapper)],
+) -> Vec<ObjectKey> {
+    let mut keys = Vec::new();
+    let objects = || change.old.iter().chain(change.new.iter());
+    if change.kind.kind == kind.kind {
+        // A write that changed nothing but the resourceVersion is not a change.
+        let noop =
+            matches!((&change.old, &change.new), (Some(a), Some(b)) if same_but_version(a, b));
+        if !noop && let Some(o) = change.new.as_ref().or(change.old.as_ref()) {
+            keys.push(ObjectKey::new(kind, o.metadata.name.clone()));
+        }
+    }
+    if owns.iter().any(|k| k.kind == change.kind.kind) {
+        for o in objects() {
+            if let Some(owner) = o
+                .metadata
+                .controller_owner()
+                .filter(|r| r.kind == kind.kind)
+            {
+                keys.push(ObjectKey::new(kind, owner.name.clone()));
+            }
+        }
+    }
+    for (k, mapper) in watches {
+        if k.kind == change.kind.kind {
+            for o in objects() {
+                keys.extend(mapper(o));
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn same_but_version(a: &Object, b: &Object) -> bool {
+    let mut a = a.clone();
+    a.metadata
+        .resource_version
+        .clone_from(&b.metadata.resource_version);
+    a == *b
+}
+
+struct Shared<R> {
+    name: &'static str,
+    kind: &'static KindInfo,
+    queue: Mutex<Queue<ObjectKey>>,
+    wake: Notify,
+    backoff: Mutex<Backoff<ObjectKey>>,
+    config: Config,
+    metrics: Metrics,
+    reconciler: Arc<R>,
+    ctx: Context,
+}
+
+/// Marks a key done when dropped, whatever happened to the run (panic, cancel, abort): the
+/// "done" that cannot be forgotten.
+struct Running<R> {
+    state: Arc<Shared<R>>,
+    key: ObjectKey,
+}
+
+impl<R> Drop for Running<R> {
+    fn drop(&mut self) {
+        self.state
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .done(&self.key);
+        self.state.wake.notify_one();
+    }
+}
+
+impl<R: Reconciler> Shared<R> {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue<ObjectKey>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn schedule(&self, key: ObjectKey, at: Instant) {
+        if self.lock_queue().schedule(key, at) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn update_gauges(&self) {
+        let q = self.lock_queue();
+        self.metrics.set_queue(self.name, q.depth(), q.running());
+    }
+
+    async fn run_one(&self, key: &ObjectKey) {
+        let Some(obj) = self.ctx.cache.get(self.kind, &key.name) else {
+            // Gone: nothing to reconcile (cleanup belongs in finalizers).
+            self.backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reset(key);
+            return;
+        };
+        let span = tracing::info_span!("reconcile", controller = self.name, object = %key, generation = obj.metadata.generation);
+        let start = Instant::now();
+        let reconciler = self.reconciler.clone();
+        let ctx = self.ctx.clone();
+        let run = {
+            let obj = obj.clone();
+            async move {
+                AssertUnwindSafe(reconciler.reconcile(obj, &ctx))
+                    .catch_unwind()
+                    .await
+            }
+        };
+        let result =
+            match tokio::time::timeout(self.config.reconcile_timeout, run.instrument(span.clone()))
+                .await
+            {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(ReconcileError::Transient(format!(
+                        "reconcile panicked: {msg}"
+                    )))
+                }
+                Err(_) => Err(ReconcileError::Transient(format!(
+                    "reconcile timed out after {:?}",
+                    self.config.reconcile_timeout
+                ))),
+            };
+        self.metrics.observe(self.name, &result, start.elapsed());
+        let _enter = span.enter();
+        let now = Instant::now();
+        match result {
+            Ok(requeue) => {
+                self.backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reset(key);
+                if stalled(&obj) {
+                    drop(_enter);
+                    self.set_stalled(&obj, None).instrument(span.clone()).await;
+                }
+                match requeue {
+                    Requeue::After(d) => {
+                        self.schedule(key.clone(), now + d.min(self.config.max_requeue))
+                    }
+                    Requeue::OnChange => {}
+                }
+            }
+            Err(ReconcileError::Conflict) => {
+                tracing::debug!("conflict; retrying");
+                self.schedule(key.clone(), now + self.config.conflict_delay);
+            }
+            Err(ReconcileError::Transient(msg)) => {
+                let delay = self
+                    .backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .fail(key);
+                tracing::error!(error = %msg, retry_in = ?delay, "reconcile failed");
+                self.schedule(key.clone(), now + delay);
+            }
+            Err(ReconcileError::Terminal(msg)) => {
+                tracing::error!(error = %msg, "reconcile failed; not retrying until the object changes");
+                drop(_enter);
+                self.set_stalled(&obj, Some(&msg))
+                    .instrument(span.clone())
+                    .await;
+            }
+        }
+    }
+
+    /// Shows a terminal error as `Stalled=True` (cleared again on the next success).
+    async fn set_stalled(&self, obj: &Object, error: Option<&str>) {
+        let cond = match error {
+            Some(msg) => Condition::new(
+                "Stalled",
+                ConditionStatus::True,
+                "ReconcileFailed",
+                format!("{}: {msg}", self.name),
+                chrono::Utc::now(),
+            ),
+            None => Condition::new(
+                "Stalled",
+                ConditionStatus::False,
+                "Reconciled",
+                "",
+                chrono::Utc::now(),
+            ),
+        };
+        if let Err(e) = update_conditions(
+            &*self.ctx.store,
+            obj,
+            &[cond.with_generation(obj.metadata.generation)],
+        )
+        .await
+        {
+            tracing::debug!(error = %e, "could not record the Stalled condition");
+        }
+    }
+}
+
+fn stalled(obj: &Object) -> bool {
+    crds::condition::find_condition(&obj.conditions(), "Stalled")
+        .is_some_and(|c| c.status == ConditionStatus::True)
+}

@@ -1,0 +1,142 @@
+//! Events: what happened to an object, for `describe` and the UI. Repeats of the same
+//! (object, type, reason, message, controller) fold into one `Event` whose count and last
+//! timestamp grow, so a retry loop makes one line, not thousands of objects.
+
+use std::sync::Arc;
+
+use crds::{
+    Object, ObjectMeta, OwnerReference, Resource, kind_by_name,
+    kinds::{EventSpec, EventType, ObjectRef},
+};
+use store::{Store, StoreError, WriteOptions};
+
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    store: Arc<dyn Store>,
+    controller: &'static str,
+}
+
+/// FNV-1a: stable across runs, so the same series finds the same object after a restart.
+fn fnv(parts: &[&str]) -> u32 {
+    let h = parts
+        .iter()
+        .flat_map(|p| p.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    (h ^ (h >> 32)) as u32
+}
+
+/// The name of the series: readable prefix, hash of the folding key.
+pub fn series_name(
+    obj: &Object,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    controller: &str,
+) -> String {
+    let t = match type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    let hash = fnv(&[
+        &obj.kind,
+        obj.name(),
+        obj.metadata.uid.as_deref().unwrap_or(""),
+        t,
+        reason,
+        message,
+        controller,
+    ]);
+    let mut prefix = format!("{}-{}", obj.kind.to_ascii_lowercase(), obj.name());
+    prefix.truncate(crds::name::MAX_NAME_LEN - 9);
+    format!("{}-{hash:08x}", prefix.trim_end_matches('-'))
+}
+
+impl Recorder {
+    pub fn new(store: Arc<dyn Store>, controller: &'static str) -> Self {
+        Self { store, controller }
+    }
+
+    /// Records an event about `obj` (folded into its series).
+    pub async fn publish(
+        &self,
+        obj: &Object,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let events = kind_by_name("Event")
+            .ok_or_else(|| StoreError::Unavailable("the Event kind is missing".into()))?;
+        let name = series_name(obj, type_, reason, message, self.controller);
+        let now = chrono::Utc::now();
+        for _ in 0..3 {
+            match self.store.get(events, &name).await {
+                Ok(existing) => {
+                    let mut ev = Resource::<EventSpec>::from_object(&existing)
+                        .map_err(|e| StoreError::invalid("Event", &name, e))?;
+                    ev.spec.count = ev.spec.count.saturating_add(1);
+                    ev.spec.last_timestamp = now;
+                    match self
+                        .store
+                        .update(ev.to_object(), &WriteOptions::default())
+                        .await
+                    {
+                        Err(StoreError::Conflict { .. }) => continue,
+                        other => return other.map(drop),
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    let mut meta = ObjectMeta::named(name.clone());
+                    // Owned by the object: events go when it goes.
+                    if let Some(uid) = &obj.metadata.uid {
+                        meta.owner_references.push(OwnerReference {
+                            api_version: crds::API_VERSION.into(),
+                            kind: obj.kind.clone(),
+                            name: obj.name().to_owned(),
+                            uid: uid.clone(),
+                            controller: false,
+                            block_owner_deletion: false,
+                        });
+                    }
+                    let spec = EventSpec {
+                        involved_object: ObjectRef {
+                            kind: obj.kind.clone(),
+                            name: obj.name().to_owned(),
+                            uid: obj.metadata.uid.clone(),
+                        },
+                        type_,
+                        reason: reason.to_owned(),
+                        message: message.to_owned(),
+                        reporting_controller: self.controller.to_owned(),
+                        count: 1,
+                        first_timestamp: now,
+                        last_timestamp: now,
+                    };
+                    match self
+                        .store
+                        .create(
+                            Resource {
+                                metadata: meta,
+                                spec,
+                                status: None,
+                            }
+                            .to_object(),
+                            &WriteOptions::default(),
+                        )
+                        .await
+                    {
+                        Err(StoreError::AlreadyExists { .. }) => continue,
+                        other => return other.map(drop),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::conflict(
+            "Event",
+            &name,
+            "the event series kept changing",
+        ))
+    }
+}
