@@ -73,7 +73,14 @@ impl KindInfo {
         check_metadata(obj, &mut errors);
         let spec = match (self.normalize_spec)(&obj.metadata.name, &obj.spec) {
             Ok(spec) => Some(spec),
-            Err(e) => {
+            Err(mut e) => {
+                if self.class == KindClass::Secret {
+                    // serde quotes offending input (`invalid type: integer `123``): never
+                    // echo what may be a secret value.
+                    for err in &mut e.0 {
+                        err.message = hide_quoted(&err.message);
+                    }
+                }
                 errors.0.extend(e.0);
                 None
             }
@@ -94,6 +101,15 @@ impl KindInfo {
         let lower = name.to_ascii_lowercase();
         lower == self.plural || lower == self.singular || self.short_names.contains(&lower.as_str())
     }
+}
+
+/// Replaces every `quoted` span of a serde message with `<hidden>`.
+fn hide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        out.push_str(if i % 2 == 1 { "<hidden>" } else { part });
+    }
+    out
 }
 
 fn check_metadata(obj: &Object, errors: &mut ValidationErrors) {
@@ -191,6 +207,31 @@ static KINDS: &[KindInfo] = &[
     KindInfo::of::<NotificationSpec>("notification"),
     KindInfo::of::<EventSpec>("event"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secret_errors_never_echo_values() {
+        let secret = Object {
+            api_version: API_VERSION.into(),
+            kind: "Secret".into(),
+            metadata: crate::ObjectMeta::named("pw"),
+            spec: json!({"data": {"password": 987_654_321}}),
+            status: None,
+        };
+        let err = kind_by_name("Secret")
+            .unwrap()
+            .validate(&secret)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.data.password"), "{err}");
+        assert!(!err.contains("987654321"), "{err}");
+    }
+}
 
 /// Every kind, user kinds first.
 pub fn kinds() -> &'static [KindInfo] {
