@@ -351,6 +351,25 @@ async fn next_event(mut st: EventLines) -> Option<(Result<WatchEvent>, EventLine
 }
 
 impl HttpStore {
+    /// PUT of a whole object to its main resource or its status.
+    async fn put(&self, obj: Object, sub: Subresource, opts: &WriteOptions) -> Result<Object> {
+        let kind = kind_of_object(&obj)?;
+        let ctx = Context::object(kind.kind, &obj.metadata.name);
+        let path = format!(
+            "{}{}",
+            object_path(kind, &obj.metadata.name, sub),
+            dry_run_query(opts)
+        );
+        self.object_call(
+            Method::PUT,
+            &path,
+            Some("application/json"),
+            json_body(&obj)?,
+            &ctx,
+        )
+        .await
+    }
+
     /// A client for `endpoint`, sending `token` as a bearer token when given. Nothing is
     /// opened yet: every request opens its own connection.
     pub fn connect(endpoint: Endpoint, token: Option<String>) -> Result<Self, ClientError> {
@@ -595,39 +614,11 @@ impl Store for HttpStore {
     }
 
     async fn update(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        let kind = kind_of_object(&obj)?;
-        let ctx = Context::object(kind.kind, &obj.metadata.name);
-        let path = format!(
-            "{}{}",
-            object_path(kind, &obj.metadata.name, Subresource::Main),
-            dry_run_query(opts)
-        );
-        self.object_call(
-            Method::PUT,
-            &path,
-            Some("application/json"),
-            json_body(&obj)?,
-            &ctx,
-        )
-        .await
+        self.put(obj, Subresource::Main, opts).await
     }
 
     async fn update_status(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        let kind = kind_of_object(&obj)?;
-        let ctx = Context::object(kind.kind, &obj.metadata.name);
-        let path = format!(
-            "{}{}",
-            object_path(kind, &obj.metadata.name, Subresource::Status),
-            dry_run_query(opts)
-        );
-        self.object_call(
-            Method::PUT,
-            &path,
-            Some("application/json"),
-            json_body(&obj)?,
-            &ctx,
-        )
-        .await
+        self.put(obj, Subresource::Status, opts).await
     }
 
     async fn patch(
