@@ -1,6 +1,8 @@
 //! The API server: the resource REST API in Kubernetes shape (list, get, create, replace,
-//! patch, delete, watch; discovery; OpenAPI), the UI patch stream over a WebSocket, and an
-//! HTTP client ([`HttpStore`]) that implements [`store::Store`] against it.
+//! patch, delete, watch; discovery; OpenAPI), the UI patch stream over a WebSocket,
+//! `GET /metrics` for a Prometheus registry handed in by the daemon
+//! ([`AppState::with_metrics`]), and an HTTP client ([`HttpStore`]) that implements
+//! [`store::Store`] against it.
 //!
 //! The server holds no state of its own beyond sessions: every request goes to the
 //! [`Store`]. It never touches containers, the network or disks (architecture invariant 3).
@@ -19,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 mod extract;
+pub mod metrics;
 pub mod resources;
 mod selector;
 pub mod status;
@@ -26,7 +29,12 @@ mod table;
 pub mod ui_stream;
 mod watch;
 
-use std::{fmt, future::Future, io, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    io,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Extension, Router,
@@ -51,12 +59,15 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Arc<auth::Auth>,
     ui: Arc<ui_stream::UiHub>,
+    /// Served at `GET /metrics` when set.
+    metrics: Option<Arc<Mutex<prometheus_client::registry::Registry>>>,
 }
 
 impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppState")
             .field("ui", &self.ui)
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +78,18 @@ impl AppState {
             store,
             auth,
             ui: Arc::new(ui_stream::UiHub::new()),
+            metrics: None,
         }
+    }
+
+    /// Serves `registry` at `GET /metrics` (authenticated like every route). Without it,
+    /// `/metrics` answers 404.
+    pub fn with_metrics(
+        mut self,
+        registry: Arc<Mutex<prometheus_client::registry::Registry>>,
+    ) -> Self {
+        self.metrics = Some(registry);
+        self
     }
 }
 
@@ -98,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .merge(discovery::routes())
         .merge(resources::routes())
         .merge(ui_stream::routes())
+        .merge(metrics::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -200,6 +200,7 @@ async fn every_api_route_and_method_needs_credentials() {
         "/apis".to_owned(),
         API.to_owned(),
         "/openapi.json".to_owned(),
+        "/metrics".to_owned(),
         format!("{API}/packages"),
         format!("{API}/packages?watch=1"),
         format!("{API}/packages/x"),
@@ -282,6 +283,57 @@ async fn every_api_route_and_method_needs_credentials() {
     )
     .await;
     assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn metrics_are_served_to_authenticated_clients_only() {
+    use prometheus_client::{metrics::counter::Counter, registry::Registry};
+    let things: Counter = Counter::default();
+    things.inc_by(3);
+    let mut registry = Registry::default();
+    registry.register("startos_test_things", "Things counted", things);
+    let state = api_server::AppState::new(
+        Arc::new(store::MemoryStore::new(store::EngineConfig::default())),
+        Arc::new(Auth::for_tests(PASSWORD)),
+    )
+    .with_metrics(Arc::new(Mutex::new(registry)));
+    let addr = serve(api_server::router(state)).await;
+    let anonymous = send(addr, Method::GET, "/metrics", &[], None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let bearer = format!("Bearer {}", token_login(addr).await);
+    let reply = send(
+        addr,
+        Method::GET,
+        "/metrics",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header(&header::CONTENT_TYPE),
+        api_server::metrics::CONTENT_TYPE
+    );
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(
+        text.contains("# HELP startos_test_things Things counted.")
+            && text.contains("startos_test_things_total 3")
+            && text.ends_with("# EOF\n"),
+        "{text}"
+    );
+
+    // A server given no registry has no metrics to show.
+    let plain = serve(app(Auth::for_tests(PASSWORD))).await;
+    let bearer = format!("Bearer {}", token_login(plain).await);
+    let none = send(
+        plain,
+        Method::GET,
+        "/metrics",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -1,6 +1,12 @@
 //! Controllers: the in-house runtime ([`runtime`]) and the controllers built on it.
 //!
+//! - [`gc`]: deletes dependents whose owners (by uid) are all gone.
+//! - [`validity`]: `Valid` on every object; `Reconciling` and `Ready` summaries on user
+//!   objects, fed by the conditions other controllers write.
+//!
 //! Invariant: controllers talk to each other only through resources in the store, write only
 //! status and the derived kinds they own, and never serve HTTP.
 
+pub mod gc;
 pub mod runtime;
+pub mod validity;

@@ -208,6 +208,28 @@ static KINDS: &[KindInfo] = &[
     KindInfo::of::<EventSpec>("event"),
 ];
 
+/// Every kind, user kinds first.
+pub fn kinds() -> &'static [KindInfo] {
+    KINDS
+}
+
+/// By CamelCase kind (`Package`).
+pub fn kind_by_name(kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// By plural (`packages`), as in URLs and directory names.
+pub fn kind_by_plural(plural: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.plural == plural)
+}
+
+/// By any name a person might type: kind, plural, singular or short name, any case.
+pub fn kind_lookup(name: &str) -> Option<&'static KindInfo> {
+    KINDS
+        .iter()
+        .find(|k| k.kind.eq_ignore_ascii_case(name) || k.matches(name))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -231,26 +253,4 @@ mod tests {
         assert!(err.contains("spec.data.password"), "{err}");
         assert!(!err.contains("987654321"), "{err}");
     }
-}
-
-/// Every kind, user kinds first.
-pub fn kinds() -> &'static [KindInfo] {
-    KINDS
-}
-
-/// By CamelCase kind (`Package`).
-pub fn kind_by_name(kind: &str) -> Option<&'static KindInfo> {
-    KINDS.iter().find(|k| k.kind == kind)
-}
-
-/// By plural (`packages`), as in URLs and directory names.
-pub fn kind_by_plural(plural: &str) -> Option<&'static KindInfo> {
-    KINDS.iter().find(|k| k.plural == plural)
-}
-
-/// By any name a person might type: kind, plural, singular or short name, any case.
-pub fn kind_lookup(name: &str) -> Option<&'static KindInfo> {
-    KINDS
-        .iter()
-        .find(|k| k.kind.eq_ignore_ascii_case(name) || k.matches(name))
 }

@@ -1,12 +1,17 @@
-//! `startd`: opens the store and the authentication state under one data directory and
-//! serves the API on loopback TCP and on the root-only Unix socket `<data>/run/startd.sock`.
+//! `startd`: opens the store and the authentication state under one data directory, runs
+//! the controllers (`gc`, `validity`) on the store, and serves the API on loopback TCP and
+//! on the root-only Unix socket `<data>/run/startd.sock`, with the controllers' Prometheus
+//! metrics at `GET /metrics` (authenticated like every route; controllers never serve HTTP
+//! themselves).
 //!
 //! Start-up prints to stdout, in this order and each on its own line: the generated admin
 //! password (first start only), `startd: listening on http://ADDR and PATH`, and
 //! `startd: ready` once both listeners accept connections. Logs go to stderr.
 //!
-//! SIGTERM or SIGINT stops accepting connections and lets in-flight requests finish within
-//! `--shutdown-timeout`; the exit code is then 0. A second signal exits at once (130).
+//! SIGTERM or SIGINT stops accepting connections and new reconciles, and lets in-flight
+//! requests and reconciles finish within `--shutdown-timeout` (then running reconciles are
+//! cancelled); the exit code is then 0. A second signal cancels everything and exits at
+//! once (130).
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
@@ -14,14 +19,20 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 use api_server::auth::{self, Auth};
 use clap::{Args, Parser, Subcommand};
-use store::{EngineConfig, FileStore};
+use controllers::{
+    gc::{self, Gc},
+    runtime::{Metrics, Shutdown},
+    validity::{self, Validity},
+};
+use prometheus_client::registry::Registry;
+use store::{EngineConfig, FileStore, Store};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -42,7 +53,8 @@ pub struct DaemonArgs {
     /// (the chosen address is printed).
     #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// How long in-flight requests may run after SIGTERM/SIGINT before startd exits anyway.
+    /// How long in-flight requests and reconciles may run after SIGTERM/SIGINT before startd
+    /// cancels them and exits anyway.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
     #[command(subcommand)]
@@ -69,7 +81,7 @@ pub struct ResetPasswordArgs {
 #[command(
     name = "startd",
     version,
-    about = "The StartOS daemon: the store, the API and (later) the controllers"
+    about = "The StartOS daemon: the store, the controllers and the API"
 )]
 pub struct Startd {
     #[command(flatten)]
@@ -182,7 +194,24 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let socket_path = data_dir.join("run").join("startd.sock");
     let unix = auth::unix_listener(&socket_path)?;
 
-    let state = api_server::AppState::new(Arc::new(store), Arc::new(auth));
+    // The controllers start once the store is open; the API serves their metrics.
+    let store: Arc<dyn Store> = Arc::new(store);
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let shutdown = Shutdown::new();
+    let controllers = start_controllers(&store, &metrics, &shutdown);
+    let controllers = async move {
+        for (name, task) in controllers {
+            if let Err(e) = task.await {
+                tracing::error!(controller = name, error = %e, "a controller task failed");
+            }
+        }
+    };
+    tokio::pin!(controllers);
+
+    let state = api_server::AppState::new(store, Arc::new(auth))
+        .with_metrics(Arc::new(Mutex::new(registry)));
     let router = api_server::router(state);
 
     // Both servers stop accepting when `stop` fires; api_server::serve then ends open
@@ -217,23 +246,64 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
             bail!("the API servers stopped unexpectedly");
         }
     };
-    tracing::info!(signal = first, timeout = ?args.shutdown_timeout, "shutting down: no new connections, draining in-flight requests");
+    tracing::info!(signal = first, timeout = ?args.shutdown_timeout, "shutting down: no new connections or reconciles, draining in-flight requests and reconciles");
     let _ = stop_tx.send(true);
-    let code = tokio::select! {
-        r = tokio::time::timeout(args.shutdown_timeout, &mut servers) => {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "an API server failed while draining"),
-                Err(_) => tracing::warn!(timeout = ?args.shutdown_timeout, "requests still in flight at the shutdown deadline; exiting anyway"),
-            }
+    shutdown.begin();
+    let drained = tokio::select! {
+        r = tokio::time::timeout(args.shutdown_timeout, async {
+            tokio::join!(&mut servers, &mut controllers).0
+        }) => Some(r),
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+    };
+    let code = match drained {
+        Some(Ok(Ok(()))) => 0,
+        Some(Ok(Err(e))) => {
+            tracing::error!(error = %format!("{e:#}"), "an API server failed while draining");
             0
         }
-        _ = sigterm.recv() => { tracing::warn!("second signal: exiting now"); 130 }
-        _ = sigint.recv() => { tracing::warn!("second signal: exiting now"); 130 }
+        Some(Err(_)) => {
+            tracing::warn!(timeout = ?args.shutdown_timeout, "requests or reconciles still running at the shutdown deadline; cancelling them");
+            shutdown.force();
+            // Cancelled reconciles end at their next await point.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut controllers).await;
+            0
+        }
+        None => {
+            tracing::warn!("second signal: exiting now");
+            shutdown.force();
+            130
+        }
     };
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!(code, "startd stopped");
     Ok(code)
+}
+
+/// Starts every controller on `store`, reporting to `metrics`, until `shutdown`.
+fn start_controllers(
+    store: &Arc<dyn Store>,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
+    vec![
+        (
+            gc::NAME,
+            tokio::spawn(
+                gc::controller(store.clone())
+                    .metrics(metrics.clone())
+                    .run(Gc, shutdown.clone()),
+            ),
+        ),
+        (
+            validity::NAME,
+            tokio::spawn(
+                validity::controller(store.clone())
+                    .metrics(metrics.clone())
+                    .run(Validity::default(), shutdown.clone()),
+            ),
+        ),
+    ]
 }
 
 /// The new password from stdin: prompted twice on a terminal, else the first line of input.

@@ -343,6 +343,20 @@ async fn describe_shows_conditions_finalizers_and_events() {
         .create(event("e2", "other", "NotMine", 1), &WriteOptions::default())
         .await
         .unwrap();
+    // A series published through the controllers' recorder: the repeat folds into a count.
+    let recorder =
+        controllers::runtime::Recorder::new(std::sync::Arc::new(store.clone()), "validity");
+    for _ in 0..2 {
+        recorder
+            .publish(
+                &live,
+                crds::kinds::EventType::Normal,
+                "Checked",
+                "the spec is valid",
+            )
+            .await
+            .unwrap();
+    }
     store
         .patch(
             pkg(),
@@ -380,6 +394,17 @@ async fn describe_shows_conditions_finalizers_and_events() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     assert!(!text.contains("NotMine"), "{text}");
+    let series = text
+        .lines()
+        .find(|l| l.contains("Checked"))
+        .unwrap_or_else(|| panic!("no recorded event in:\n{text}"));
+    assert!(
+        series.contains("Normal")
+            && series.contains("(x2 over")
+            && series.contains("validity")
+            && series.contains("the spec is valid"),
+        "{series}"
+    );
 }
 
 #[tokio::test]

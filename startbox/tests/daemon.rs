@@ -44,6 +44,29 @@ async fn startd_and_start_cli_end_to_end() {
     assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
     assert!(data.join("desired/packages/hello-world.yaml").is_file());
 
+    // The validity controller runs in startd: once it has seen the package, READY is True.
+    assert_eq!(
+        ok(&cli(
+            &data,
+            &[
+                "wait",
+                "package",
+                "hello-world",
+                "--for=condition=Ready",
+                "--timeout=60s",
+            ],
+        )
+        .await),
+        "package/hello-world condition met\n"
+    );
+    let ready = ok(&cli(&data, &["get", "packages"]).await);
+    assert!(
+        ready
+            .lines()
+            .any(|l| l.starts_with("hello-world") && l.split_whitespace().nth(1) == Some("True")),
+        "{ready}"
+    );
+
     // get
     let list: serde_json::Value =
         serde_json::from_str(&ok(&cli(&data, &["get", "packages", "-o", "json"]).await)).unwrap();
@@ -147,6 +170,17 @@ async fn startd_and_start_cli_end_to_end() {
     )
     .await;
     assert_eq!(ok(&invalid), "package/second condition met\n");
+    ok(&cli(
+        &data,
+        &[
+            "wait",
+            "package",
+            "second",
+            "--for=condition=Ready=False",
+            "--timeout=60s",
+        ],
+    )
+    .await);
     let described = ok(&cli(&data, &["describe", "pkg", "second"]).await);
     assert!(
         described.contains("Valid")
@@ -166,13 +200,25 @@ async fn startd_and_start_cli_end_to_end() {
         ],
     )
     .await);
-    let timeout = cli(
+    ok(&cli(
         &data,
         &[
             "wait",
             "package",
             "second",
             "--for=condition=Ready",
+            "--timeout=60s",
+        ],
+    )
+    .await);
+    // No controller reports Installed yet: a wait for it times out clearly.
+    let timeout = cli(
+        &data,
+        &[
+            "wait",
+            "package",
+            "second",
+            "--for=condition=Installed",
             "--timeout=1s",
         ],
     )
@@ -226,6 +272,32 @@ async fn startd_and_start_cli_end_to_end() {
     )
     .await;
     assert_eq!(ok(&remote), "package/hello-world\n");
+    // Prometheus metrics over TCP, with the token; without it, 401.
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let with_token = api_server::HttpStore::connect(
+        api_server::Endpoint::Tcp(url.clone()),
+        Some(token.trim().to_owned()),
+    )
+    .unwrap();
+    let (status, body) = with_token
+        .request(axum::http::Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, axum::http::StatusCode::OK, "{text}");
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("startos_reconcile_total{controller=\"validity\",result=\"success\"}"))
+            && text.contains("startos_reconcile_total{controller=\"gc\""),
+        "{text}"
+    );
+    let without = api_server::HttpStore::connect(api_server::Endpoint::Tcp(url.clone()), None)
+        .unwrap()
+        .request(axum::http::Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(without.0, axum::http::StatusCode::UNAUTHORIZED);
+
     let nobody = tmp.path().join("nobody");
     std::fs::create_dir(&nobody).unwrap();
     let anonymous = cli_with(

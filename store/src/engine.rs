@@ -249,8 +249,19 @@ impl<P: Persist> Engine<P> {
         } = how;
         let revision = self.read().revision + 1;
         new.metadata.resource_version = Some(self.rv(revision));
-        self.persist
-            .put(kind, &new, secret.as_ref(), desired_changed, origin)?;
+        // A write that leaves a Secret's values alone (status, deletionTimestamp) still
+        // rewrites its record, which is the only copy of the values: keep them in it.
+        let kept = match (&secret, kind.class) {
+            (None, KindClass::Secret) => self.read().secrets.get(&new.metadata.name).cloned(),
+            _ => None,
+        };
+        self.persist.put(
+            kind,
+            &new,
+            secret.as_ref().or(kept.as_ref()),
+            desired_changed,
+            origin,
+        )?;
         let obj = Arc::new(new);
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         st.objects

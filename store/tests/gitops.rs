@@ -556,3 +556,61 @@ async fn hostile_files_hurt_nothing_else() {
         .await
         .unwrap();
 }
+
+/// A write that leaves a Secret's values alone (status, a pending deletion) still rewrites
+/// its record under secrets/, the values' only copy: they must survive it, and a restart.
+#[tokio::test]
+async fn secret_values_survive_status_writes_and_pending_deletion() {
+    let f = Fixture::new().await;
+    let kind = kind_by_name("Secret").unwrap();
+    let secret = Object {
+        api_version: crds::API_VERSION.into(),
+        kind: "Secret".into(),
+        metadata: crds::ObjectMeta {
+            finalizers: vec!["startos.dev/hold".into()],
+            ..crds::ObjectMeta::named("pw")
+        },
+        spec: json!({"data": {"password": "hunter2"}}),
+        status: None,
+    };
+    let created = f
+        .store
+        .create(secret, &WriteOptions::default())
+        .await
+        .unwrap();
+    let mut with_status = created;
+    with_status.set_conditions(&[crds::Condition::new(
+        "Valid",
+        ConditionStatus::True,
+        "Valid",
+        "",
+        chrono::Utc::now(),
+    )]);
+    f.store
+        .update_status(with_status, &WriteOptions::default())
+        .await
+        .unwrap();
+    f.store
+        .delete(
+            kind,
+            "pw",
+            &Preconditions::default(),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let f = f.reopen().await;
+    let pw = f.get("Secret", "pw").await.expect("held by its finalizer");
+    assert!(pw.metadata.is_deleting());
+    assert_eq!(
+        f.store.reveal_secret("pw").await.unwrap().data["password"],
+        "hunter2"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(f.path("secrets/pw.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the record stays private");
+}

@@ -12,7 +12,8 @@ pub struct BackoffConfig {
     pub base: Duration,
     /// The delay never grows beyond this.
     pub max: Duration,
-    /// Each delay is multiplied by a random factor in `1 ± jitter`.
+    /// Each delay is multiplied by a random factor in `1 ± jitter` (`jitter` is taken
+    /// within `0..=0.9`, so a delay is never zero).
     pub jitter: f64,
 }
 
@@ -30,14 +31,21 @@ impl Default for BackoffConfig {
 impl BackoffConfig {
     /// The delay after `failures` consecutive failures (1 = the first).
     pub fn delay(&self, failures: u32, rng: &mut impl Rng) -> Duration {
-        let exp = failures.saturating_sub(1).min(32);
-        let raw = self.base.saturating_mul(1u32 << exp.min(31)).min(self.max);
-        let factor = if self.jitter > 0.0 {
-            rng.random_range(1.0 - self.jitter..=1.0 + self.jitter)
+        let exp = failures.saturating_sub(1).min(31);
+        let raw = self.base.saturating_mul(1u32 << exp).min(self.max);
+        // Out of range, jitter would panic (NaN, a negative factor) or retry at once.
+        let jitter = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 0.9)
+        };
+        let factor = if jitter > 0.0 {
+            rng.random_range(1.0 - jitter..=1.0 + jitter)
         } else {
             1.0
         };
-        raw.mul_f64(factor).min(self.max.mul_f64(1.0 + self.jitter))
+        // Saturates rather than panics when `max` means "no limit" (`Duration::MAX`).
+        Duration::try_from_secs_f64(raw.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 }
 
@@ -92,7 +100,11 @@ impl RateLimiter {
     }
 
     /// Takes a token; returns how long to wait first when none is left.
+    /// A rate that is not a positive finite number means no limit.
     pub fn acquire(&mut self) -> Duration {
+        if !(self.per_second.is_finite() && self.per_second > 0.0) {
+            return Duration::ZERO;
+        }
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second)
             .min(self.burst);
@@ -161,5 +173,13 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(r.acquire(), Duration::ZERO, "refilled");
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut unlimited = RateLimiter::new(rate, 0);
+            assert_eq!(
+                unlimited.acquire(),
+                Duration::ZERO,
+                "rate {rate} means no limit"
+            );
+        }
     }
 }

@@ -60,7 +60,7 @@ pub type Mapper = Arc<dyn Fn(&Object) -> Vec<ObjectKey> + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Reconciles running at once (never two of the same key).
+    /// Reconciles running at once (never two of the same key); 0 is taken as 1.
     pub concurrency: usize,
     pub backoff: BackoffConfig,
     /// Quiet retry delay after a conflict.
@@ -93,7 +93,8 @@ impl Default for Config {
 
 pub struct Controller {
     name: &'static str,
-    kind: &'static KindInfo,
+    /// The primary kinds: keys of these are reconciled.
+    kinds: Vec<&'static KindInfo>,
     store: Arc<dyn Store>,
     owns: Vec<&'static KindInfo>,
     watches: Vec<(&'static KindInfo, Mapper)>,
@@ -106,7 +107,10 @@ impl fmt::Debug for Controller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Controller")
             .field("name", &self.name)
-            .field("kind", &self.kind.kind)
+            .field(
+                "kinds",
+                &self.kinds.iter().map(|k| k.kind).collect::<Vec<_>>(),
+            )
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -115,9 +119,21 @@ impl fmt::Debug for Controller {
 impl Controller {
     /// A controller named `name` (used in logs, metrics, events and conditions) for `kind`.
     pub fn for_kind(name: &'static str, kind: &'static KindInfo, store: Arc<dyn Store>) -> Self {
+        Self::for_kinds(name, &[kind], store)
+    }
+
+    /// One controller for several primary kinds (every kind, for `gc` and `validity`): keys
+    /// carry their kind, so one queue, one cache, one set of workers and one metrics series
+    /// serve them all. `owns` then maps a child to its controlling owner of any of these
+    /// kinds, and the resync covers all of them.
+    pub fn for_kinds(
+        name: &'static str,
+        kinds: &[&'static KindInfo],
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self {
             name,
-            kind,
+            kinds: kinds.to_vec(),
             store,
             owns: Vec::new(),
             watches: Vec::new(),
@@ -174,7 +190,7 @@ impl Controller {
     pub async fn run(self, reconciler: impl Reconciler, shutdown: Shutdown) {
         let Self {
             name,
-            kind,
+            kinds: primary,
             store,
             owns,
             watches,
@@ -187,7 +203,7 @@ impl Controller {
         let stop_reflectors = CancellationToken::new();
         let (change_tx, mut changes) = mpsc::unbounded_channel::<Change>();
         let mut ready = Vec::new();
-        let mut kinds: Vec<&'static KindInfo> = vec![kind];
+        let mut kinds: Vec<&'static KindInfo> = primary.clone();
         kinds.extend(owns.iter().copied());
         kinds.extend(watches.iter().map(|(k, _)| *k));
         kinds.dedup_by_key(|k| k.kind);
@@ -214,7 +230,6 @@ impl Controller {
         };
         let state = Arc::new(Shared {
             name,
-            kind,
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             backoff: Mutex::new(Backoff::new(config.backoff.clone())),
@@ -223,7 +238,9 @@ impl Controller {
             reconciler: Arc::new(reconciler),
             ctx,
         });
-        let workers = Arc::new(Semaphore::new(config.concurrency));
+        let workers = Arc::new(Semaphore::new(
+            config.concurrency.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let mut limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
         let mut tasks = tokio::task::JoinSet::new();
 
@@ -237,10 +254,10 @@ impl Controller {
         }
         tracing::info!(
             controller = name,
-            kind = kind.kind,
+            kinds = ?primary.iter().map(|k| k.kind).collect::<Vec<_>>(),
             "caches synced; starting workers"
         );
-        let mut resync_at = config.resync.map(|d| Instant::now() + jittered(d));
+        let mut resync_at = config.resync.map(|d| deadline_in(jittered(d)));
         loop {
             // Start everything that is due, as far as workers and the rate limit allow.
             loop {
@@ -251,40 +268,68 @@ impl Controller {
                 let Some(key) = state.lock_queue().pop_ready(now) else {
                     break;
                 };
+                // Made outside the task so that a task aborted before its first poll still
+                // marks the key done.
+                let guard = Running {
+                    state: state.clone(),
+                    key,
+                };
                 let wait = limiter.acquire();
                 if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
+                    // Shutdown may begin during the wait: then this key must not start
+                    // (guard and permit drop with the loop).
+                    tokio::select! {
+                        biased;
+                        () = shutdown.graceful() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
-                let state = state.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    let guard = Running {
-                        state: state.clone(),
-                        key: key.clone(),
-                    };
-                    state.run_one(&guard.key).await;
+                    guard.state.run_one(&guard.key).await;
                     drop(guard);
                 });
             }
             state.update_gauges();
-            let deadline = state.lock_queue().next_deadline();
+            // With every worker busy a due key cannot start, and its deadline (already past)
+            // would wake this loop at once, forever: a busy loop that also keeps a paused
+            // test clock from advancing. A finishing worker wakes the loop instead.
+            let deadline = if workers.available_permits() > 0 {
+                state.lock_queue().next_deadline()
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 () = shutdown.graceful() => break,
+                // Everything already waiting is taken before anything starts, so a burst of
+                // events for one key costs one run rather than a run and a re-run (rule 3).
+                // Bounded, so a flood cannot starve the workers.
                 Some(change) = changes.recv() => {
-                    for key in keys_for(&change, kind, &owns, &watches) {
+                    let waiting = std::iter::from_fn(|| changes.try_recv().ok()).take(DRAIN);
+                    for change in std::iter::once(change).chain(waiting) {
+                        for key in keys_for(&change, name, &primary, &owns, &watches) {
+                            state.schedule(key, Instant::now());
+                        }
+                    }
+                }
+                Some(key) = triggers.next() => {
+                    let waiting =
+                        std::iter::from_fn(|| triggers.next().now_or_never().flatten()).take(DRAIN);
+                    for key in std::iter::once(key).chain(waiting) {
                         state.schedule(key, Instant::now());
                     }
                 }
-                Some(key) = triggers.next() => state.schedule(key, Instant::now()),
                 () = state.wake.notified() => {}
                 Some(_) = tasks.join_next() => {}
                 () = sleep_until_opt(deadline) => {}
                 () = sleep_until_opt(resync_at) => {
-                    for obj in cache.list(kind) {
-                        state.schedule(ObjectKey::new(kind, obj.metadata.name.clone()), Instant::now());
+                    for &kind in &primary {
+                        for obj in cache.list(kind) {
+                            state.schedule(ObjectKey::new(kind, obj.metadata.name.clone()), Instant::now());
+                        }
                     }
-                    resync_at = config.resync.map(|d| Instant::now() + jittered(d));
+                    resync_at = config.resync.map(|d| deadline_in(jittered(d)));
                 }
             }
         }
@@ -313,6 +358,9 @@ impl Controller {
     }
 }
 
+/// Most events taken in one go before the loop starts work again.
+const DRAIN: usize = 1024;
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -321,32 +369,46 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.9..=1.1))
+    Duration::try_from_secs_f64(d.as_secs_f64() * rand::rng().random_range(0.9..=1.1))
+        .unwrap_or(Duration::MAX)
+}
+
+/// `d` from now (see [`now_plus`]).
+fn deadline_in(d: Duration) -> Instant {
+    now_plus(Instant::now(), d)
+}
+
+/// `at + d`, saturating at about 30 years (tokio's own "far future"): a config may say
+/// "never" as `Duration::MAX`, and a panic here would drop the key or stop the controller.
+fn now_plus(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// The keys a change enqueues.
 fn keys_for(
     change: &Change,
-    kind: &'static KindInfo,
+    controller: &str,
+    primary: &[&'static KindInfo],
     owns: &[&'static KindInfo],
     watches: &[(&'static KindInfo, Mapper)],
 ) -> Vec<ObjectKey> {
     let mut keys = Vec::new();
     let objects = || change.old.iter().chain(change.new.iter());
-    if change.kind.kind == kind.kind {
-        // A write that changed nothing but the resourceVersion is not a change.
-        let noop =
-            matches!((&change.old, &change.new), (Some(a), Some(b)) if same_but_version(a, b));
+    if primary.iter().any(|k| k.kind == change.kind.kind) {
+        // A write that changed nothing but the resourceVersion is not a change, and neither
+        // is this controller's own `Stalled` bookkeeping: reacting to it would retry a
+        // Terminal error once (and re-run every success that cleared it).
+        let noop = matches!((&change.old, &change.new),
+            (Some(a), Some(b)) if same_but_own_stalled(a, b, controller));
         if !noop && let Some(o) = change.new.as_ref().or(change.old.as_ref()) {
-            keys.push(ObjectKey::new(kind, o.metadata.name.clone()));
+            keys.push(ObjectKey::new(change.kind, o.metadata.name.clone()));
         }
     }
     if owns.iter().any(|k| k.kind == change.kind.kind) {
         for o in objects() {
-            if let Some(owner) = o
-                .metadata
-                .controller_owner()
-                .filter(|r| r.kind == kind.kind)
+            if let Some(owner) = o.metadata.controller_owner()
+                && let Some(&kind) = primary.iter().find(|k| k.kind == owner.kind)
             {
                 keys.push(ObjectKey::new(kind, owner.name.clone()));
             }
@@ -364,17 +426,34 @@ fn keys_for(
     keys
 }
 
-fn same_but_version(a: &Object, b: &Object) -> bool {
-    let mut a = a.clone();
-    a.metadata
-        .resource_version
+/// Whether `a` and `b` differ in nothing but the resourceVersion and a `Stalled` condition
+/// that `controller` set (or cleared from its own).
+fn same_but_own_stalled(a: &Object, b: &Object, controller: &str) -> bool {
+    let mut meta = a.metadata.clone();
+    meta.resource_version
         .clone_from(&b.metadata.resource_version);
-    a == *b
+    if meta != b.metadata || a.spec != b.spec || a.kind != b.kind || a.api_version != b.api_version
+    {
+        return false;
+    }
+    if a.status == b.status {
+        return true;
+    }
+    if !stalled_by(a, controller) && !stalled_by(b, controller) {
+        return false;
+    }
+    let without_stalled = |o: &Object| {
+        let mut o = o.clone();
+        let mut conditions = o.conditions();
+        crds::condition::remove_condition(&mut conditions, "Stalled");
+        o.set_conditions(&conditions);
+        o.status
+    };
+    without_stalled(a) == without_stalled(b)
 }
 
 struct Shared<R> {
     name: &'static str,
-    kind: &'static KindInfo,
     queue: Mutex<Queue<ObjectKey>>,
     wake: Notify,
     backoff: Mutex<Backoff<ObjectKey>>,
@@ -419,7 +498,7 @@ impl<R: Reconciler> Shared<R> {
     }
 
     async fn run_one(&self, key: &ObjectKey) {
-        let Some(obj) = self.ctx.cache.get(self.kind, &key.name) else {
+        let Some(obj) = self.ctx.cache.get(key.kind_info(), &key.name) else {
             // Gone: nothing to reconcile (cleanup belongs in finalizers).
             self.backoff
                 .lock()
@@ -468,20 +547,23 @@ impl<R: Reconciler> Shared<R> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .reset(key);
-                if stalled(&obj) {
+                // The cache may hold a `Stalled=True` newer than the snapshot.
+                let cached = self.ctx.cache.get(key.kind_info(), &key.name);
+                if stalled_by(&obj, self.name) || cached.is_some_and(|c| stalled_by(&c, self.name))
+                {
                     drop(_enter);
                     self.set_stalled(&obj, None).instrument(span.clone()).await;
                 }
                 match requeue {
                     Requeue::After(d) => {
-                        self.schedule(key.clone(), now + d.min(self.config.max_requeue))
+                        self.schedule(key.clone(), now_plus(now, d.min(self.config.max_requeue)))
                     }
                     Requeue::OnChange => {}
                 }
             }
             Err(ReconcileError::Conflict) => {
                 tracing::debug!("conflict; retrying");
-                self.schedule(key.clone(), now + self.config.conflict_delay);
+                self.schedule(key.clone(), now_plus(now, self.config.conflict_delay));
             }
             Err(ReconcileError::Transient(msg)) => {
                 let delay = self
@@ -490,7 +572,7 @@ impl<R: Reconciler> Shared<R> {
                     .unwrap_or_else(|e| e.into_inner())
                     .fail(key);
                 tracing::error!(error = %msg, retry_in = ?delay, "reconcile failed");
-                self.schedule(key.clone(), now + delay);
+                self.schedule(key.clone(), now_plus(now, delay));
             }
             Err(ReconcileError::Terminal(msg)) => {
                 tracing::error!(error = %msg, "reconcile failed; not retrying until the object changes");
@@ -502,8 +584,11 @@ impl<R: Reconciler> Shared<R> {
         }
     }
 
-    /// Shows a terminal error as `Stalled=True` (cleared again on the next success).
-    async fn set_stalled(&self, obj: &Object, error: Option<&str>) {
+    /// Shows a terminal error as `Stalled=True` (cleared again on the next success). Written
+    /// on a fresh read: the object the reconcile started from is often stale by now
+    /// (reconcilers write status too) and would only get a Conflict. The edit touches one
+    /// condition, so retrying it on a conflict cannot undo anyone's change.
+    async fn set_stalled(&self, seen: &Object, error: Option<&str>) {
         let cond = match error {
             Some(msg) => Condition::new(
                 "Stalled",
@@ -519,20 +604,47 @@ impl<R: Reconciler> Shared<R> {
                 "",
                 chrono::Utc::now(),
             ),
-        };
-        if let Err(e) = update_conditions(
-            &*self.ctx.store,
-            obj,
-            &[cond.with_generation(obj.metadata.generation)],
-        )
-        .await
-        {
-            tracing::debug!(error = %e, "could not record the Stalled condition");
         }
+        .with_generation(seen.metadata.generation);
+        let store = &*self.ctx.store;
+        let kind = ObjectKey::of(seen).map(|k| k.kind_info());
+        let Some(kind) = kind else { return };
+        for _ in 0..3 {
+            let current = match store.get(kind, seen.name()).await {
+                Ok(current) => current,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read the object to record Stalled");
+                    return;
+                }
+            };
+            // Re-created meanwhile (not the object that failed), or no longer ours to clear.
+            if current.metadata.uid != seen.metadata.uid
+                || (error.is_none() && !stalled_by(&current, self.name))
+            {
+                return;
+            }
+            match update_conditions(store, &current, std::slice::from_ref(&cond)).await {
+                Err(e) if e.is_conflict() => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not record the Stalled condition");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+        tracing::debug!("the object kept changing; Stalled not recorded");
     }
 }
 
-fn stalled(obj: &Object) -> bool {
-    crds::condition::find_condition(&obj.conditions(), "Stalled")
-        .is_some_and(|c| c.status == ConditionStatus::True)
+/// Whether `obj` shows `Stalled=True` set by `controller` (its message starts with the
+/// controller's name). Another controller's success must not clear it: with several
+/// controllers on one object, that clear is a change that re-runs the stalled controller,
+/// which stalls again, and so on (a storm between controllers).
+fn stalled_by(obj: &Object, controller: &str) -> bool {
+    crds::condition::find_condition(&obj.conditions(), "Stalled").is_some_and(|c| {
+        c.status == ConditionStatus::True
+            && c.message
+                .strip_prefix(controller)
+                .is_some_and(|rest| rest.starts_with(": "))
+    })
 }

@@ -21,7 +21,8 @@ pub enum ReconcileError {
     /// Retried with per-key exponential backoff.
     #[error("{0}")]
     Transient(String),
-    /// Not retried until the object changes; shown as `Stalled=True` on the object.
+    /// Not retried with backoff: runs again only when the object changes or at the periodic
+    /// resync (when the outside world may have changed). Shown as `Stalled=True`.
     #[error("{0}")]
     Terminal(String),
     /// The object changed under us: re-read and retry soon, without an error log.

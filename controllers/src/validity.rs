@@ -1,0 +1,279 @@
+//! The **validity** controller: every object shows whether it is valid, and every user object
+//! sums up what the other controllers report in two conditions people (and `start-cli wait`)
+//! can rely on.
+//!
+//! - `Valid` on every object of every kind (secrets too: their status holds nothing
+//!   secret). The store only admits objects that pass their kind's schema, so an object it
+//!   holds is `Valid=True` (reason `Valid`) — unless the GitOps sync found its file in
+//!   `desired/` broken: then the store keeps the last good spec and writes `Valid=False`
+//!   (reason `InvalidFile`, the file, line and column), which this controller keeps as it is.
+//! - For user kinds only:
+//!   - `Reconciling=True` while some condition written by another controller was computed
+//!     from an older `metadata.generation` than the current one (its `observedGeneration`
+//!     is lower), or while the object is being deleted (the message lists the finalizers
+//!     it waits on); `Reconciling=False` otherwise.
+//!   - `Ready=True` when the object is valid, nothing is reconciling, nothing is stalled and
+//!     no other condition reports a failure. A failure is, for now, a condition with status
+//!     `False` (or `Unknown`: not known to be fine) other than the ones with negative
+//!     polarity ([`NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`, `TasksPending`), whose
+//!     `True` is the bad state. The message says what holds it back.
+//! - `status.observedGeneration` is set to `metadata.generation`.
+//!
+//! Storm safety (reference section D.1): the conditions are computed from the object alone,
+//! `lastTransitionTime` moves only when a status flips, and the status is written only when
+//! it changed. So the reconcile that follows this controller's own write computes the same
+//! status and writes nothing: one change costs at most two reconciles (the storm test in
+//! `tests/controllers.rs` holds it to that).
+//!
+//! `Stalled` is left out of the `Reconciling` check: the runtime writes it only when it
+//! flips, so its `observedGeneration` says when it last flipped, not whether the latest
+//! spec was seen.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use crds::{
+    Condition, ConditionStatus, KindClass, Object, Time, condition::find_condition, kind_by_name,
+};
+use serde_json::Value;
+use store::Store;
+
+use crate::runtime::{
+    Config, Context, Controller, ReconcileError, ReconcileResult, Reconciler, Requeue,
+    update_conditions,
+};
+
+/// The name in logs, metrics and `Stalled` messages.
+pub const NAME: &str = "validity";
+
+pub const VALID: &str = "Valid";
+pub const RECONCILING: &str = "Reconciling";
+pub const READY: &str = "Ready";
+pub const STALLED: &str = "Stalled";
+
+/// Conditions whose `True` is the bad state; their `False` is not a failure.
+pub const NEGATIVE_POLARITY: &[&str] = &["Stalled", "Reconciling", "TasksPending"];
+
+/// The conditions this controller writes (all others are someone else's).
+const OWN: &[&str] = &[VALID, RECONCILING, READY];
+
+/// Where the time written into `lastTransitionTime` comes from.
+pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
+
+/// The reconciler. Cheap: it reads nothing but the object and writes only its status.
+#[derive(Clone)]
+pub struct Validity {
+    clock: Clock,
+}
+
+impl fmt::Debug for Validity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validity").finish_non_exhaustive()
+    }
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(now_seconds))
+    }
+}
+
+/// The current time at second precision, as the store writes timestamps.
+fn now_seconds() -> Time {
+    let now = chrono::Utc::now();
+    now - chrono::Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
+}
+
+impl Validity {
+    pub fn with_clock(clock: Clock) -> Self {
+        Self { clock }
+    }
+}
+
+/// The controller over every kind, configured for startd: in-memory work only, so a higher
+/// start rate than the runtime's default (meant for slow external systems), and an hourly
+/// resync as a safety net (every change already triggers a reconcile).
+pub fn controller(store: Arc<dyn Store>) -> Controller {
+    let kinds: Vec<_> = crds::kinds().iter().collect();
+    Controller::for_kinds(NAME, &kinds, store).config(Config {
+        concurrency: 2,
+        rate_per_second: 1000.0,
+        rate_burst: 2000,
+        resync: Some(Duration::from_secs(3600)),
+        ..Config::default()
+    })
+}
+
+#[async_trait]
+impl Reconciler for Validity {
+    async fn reconcile(&self, obj: Arc<Object>, ctx: &Context) -> ReconcileResult {
+        let Some(kind) = kind_by_name(&obj.kind) else {
+            return Err(ReconcileError::Terminal(format!(
+                "{} has an unknown kind",
+                obj.key()
+            )));
+        };
+        let conditions = summarize(&obj, kind.class, (self.clock)());
+        // observedGeneration and the conditions go out in one write.
+        let mut target = (*obj).clone();
+        set_observed_generation(&mut target);
+        let generation_moved = target.status != obj.status;
+        if update_conditions(&*ctx.store, &target, &conditions)
+            .await?
+            .is_none()
+            && generation_moved
+        {
+            ctx.store
+                .update_status(target, &store::WriteOptions::default())
+                .await?;
+        }
+        Ok(Requeue::OnChange)
+    }
+}
+
+fn set_observed_generation(obj: &mut Object) {
+    let generation = obj.metadata.generation;
+    let status = obj
+        .status
+        .get_or_insert_with(|| Value::Object(Default::default()));
+    if !status.is_object() {
+        *status = Value::Object(Default::default());
+    }
+    if let Value::Object(map) = status {
+        match generation {
+            Some(g) => {
+                map.insert("observedGeneration".into(), g.into());
+            }
+            None => {
+                map.remove("observedGeneration");
+            }
+        }
+    }
+}
+
+/// The conditions this controller wants on `obj` (of a kind of `class`), computed at `now`.
+/// Pure: the same object always gives the same answer, except for `lastTransitionTime`,
+/// which [`crds::set_condition`] keeps unless a status flips.
+pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
+    let generation = obj.metadata.generation;
+    let existing = obj.conditions();
+    let cond = |type_: &str, status: ConditionStatus, reason: &str, message: String| {
+        Condition::new(type_, status, reason, message, now).with_generation(generation)
+    };
+    let mut out = Vec::new();
+
+    // Valid: a Valid=False (the store's, for a broken file) stays as it is.
+    let valid = match find_condition(&existing, VALID) {
+        Some(c) if c.status == ConditionStatus::False => c.clone(),
+        _ => {
+            let c = cond(VALID, ConditionStatus::True, "Valid", String::new());
+            out.push(c.clone());
+            c
+        }
+    };
+    if class != KindClass::User {
+        return out;
+    }
+
+    let others: Vec<&Condition> = existing
+        .iter()
+        .filter(|c| !OWN.contains(&c.type_.as_str()))
+        .collect();
+
+    // Reconciling
+    let stale: Vec<&str> = others
+        .iter()
+        .filter(|c| c.type_ != STALLED)
+        .filter(
+            |c| matches!((c.observed_generation, generation), (Some(seen), Some(g)) if seen < g),
+        )
+        .map(|c| c.type_.as_str())
+        .collect();
+    let meta = &obj.metadata;
+    let reconciling = if meta.is_deleting() {
+        let waiting = if meta.finalizers.is_empty() {
+            "being deleted".to_owned()
+        } else {
+            format!(
+                "being deleted; waiting on finalizers: {}",
+                meta.finalizers.join(", ")
+            )
+        };
+        Some(("Deleting", waiting))
+    } else if !stale.is_empty() {
+        Some((
+            "Progressing",
+            format!(
+                "generation {} not yet observed by: {}",
+                generation.unwrap_or_default(),
+                stale.join(", ")
+            ),
+        ))
+    } else {
+        None
+    };
+    out.push(match &reconciling {
+        Some((reason, message)) => {
+            cond(RECONCILING, ConditionStatus::True, reason, message.clone())
+        }
+        None => cond(
+            RECONCILING,
+            ConditionStatus::False,
+            "UpToDate",
+            "every condition reflects the current generation".into(),
+        ),
+    });
+
+    // Ready
+    let stalled = others
+        .iter()
+        .find(|c| c.type_ == STALLED && c.status == ConditionStatus::True);
+    let failures: Vec<String> = others
+        .iter()
+        .filter(|c| !NEGATIVE_POLARITY.contains(&c.type_.as_str()))
+        .filter(|c| c.status != ConditionStatus::True)
+        .map(|c| {
+            let status = match c.status {
+                ConditionStatus::False => "False",
+                _ => "Unknown",
+            };
+            if c.message.is_empty() {
+                format!("{} is {status} ({})", c.type_, c.reason)
+            } else {
+                format!("{} is {status} ({}): {}", c.type_, c.reason, c.message)
+            }
+        })
+        .collect();
+    out.push(if valid.status != ConditionStatus::True {
+        cond(
+            READY,
+            ConditionStatus::False,
+            "Invalid",
+            format!("not valid: {}", valid.message),
+        )
+    } else if let Some((reason, message)) = reconciling {
+        cond(READY, ConditionStatus::False, reason, message)
+    } else if let Some(s) = stalled {
+        cond(
+            READY,
+            ConditionStatus::False,
+            "Stalled",
+            format!("stalled: {}", s.message),
+        )
+    } else if !failures.is_empty() {
+        cond(
+            READY,
+            ConditionStatus::False,
+            "NotReady",
+            failures.join("; "),
+        )
+    } else {
+        cond(
+            READY,
+            ConditionStatus::True,
+            "Ready",
+            "valid, up to date, and no condition reports a failure".into(),
+        )
+    });
+    out
+}
