@@ -8,6 +8,7 @@
 //! ```
 
 use std::{
+    collections::HashMap,
     fmt,
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
@@ -231,6 +232,7 @@ impl Controller {
         let state = Arc::new(Shared {
             name,
             queue: Mutex::new(Queue::default()),
+            reasons: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             backoff: Mutex::new(Backoff::new(config.backoff.clone())),
             config: config.clone(),
@@ -308,8 +310,8 @@ impl Controller {
                 Some(change) = changes.recv() => {
                     let waiting = std::iter::from_fn(|| changes.try_recv().ok()).take(DRAIN);
                     for change in std::iter::once(change).chain(waiting) {
-                        for key in keys_for(&change, name, &primary, &owns, &watches) {
-                            state.schedule(key, Instant::now());
+                        for (key, reason) in keys_for(&change, name, &primary, &owns, &watches) {
+                            state.schedule(key, Instant::now(), reason);
                         }
                     }
                 }
@@ -317,7 +319,7 @@ impl Controller {
                     let waiting =
                         std::iter::from_fn(|| triggers.next().now_or_never().flatten()).take(DRAIN);
                     for key in std::iter::once(key).chain(waiting) {
-                        state.schedule(key, Instant::now());
+                        state.schedule(key, Instant::now(), Reason::Trigger);
                     }
                 }
                 () = state.wake.notified() => {}
@@ -326,7 +328,7 @@ impl Controller {
                 () = sleep_until_opt(resync_at) => {
                     for &kind in &primary {
                         for obj in cache.list(kind) {
-                            state.schedule(ObjectKey::new(kind, obj.metadata.name.clone()), Instant::now());
+                            state.schedule(ObjectKey::new(kind, obj.metadata.name.clone()), Instant::now(), Reason::Resync);
                         }
                     }
                     resync_at = config.resync.map(|d| deadline_in(jittered(d)));
@@ -392,7 +394,7 @@ fn keys_for(
     primary: &[&'static KindInfo],
     owns: &[&'static KindInfo],
     watches: &[(&'static KindInfo, Mapper)],
-) -> Vec<ObjectKey> {
+) -> Vec<(ObjectKey, Reason)> {
     let mut keys = Vec::new();
     let objects = || change.old.iter().chain(change.new.iter());
     if primary.iter().any(|k| k.kind == change.kind.kind) {
@@ -402,7 +404,10 @@ fn keys_for(
         let noop = matches!((&change.old, &change.new),
             (Some(a), Some(b)) if same_but_own_stalled(a, b, controller));
         if !noop && let Some(o) = change.new.as_ref().or(change.old.as_ref()) {
-            keys.push(ObjectKey::new(change.kind, o.metadata.name.clone()));
+            keys.push((
+                ObjectKey::new(change.kind, o.metadata.name.clone()),
+                Reason::ObjectChanged,
+            ));
         }
     }
     if owns.iter().any(|k| k.kind == change.kind.kind) {
@@ -410,19 +415,26 @@ fn keys_for(
             if let Some(owner) = o.metadata.controller_owner()
                 && let Some(&kind) = primary.iter().find(|k| k.kind == owner.kind)
             {
-                keys.push(ObjectKey::new(kind, owner.name.clone()));
+                keys.push((
+                    ObjectKey::new(kind, owner.name.clone()),
+                    Reason::RelatedChanged(change.kind.kind),
+                ));
             }
         }
     }
     for (k, mapper) in watches {
         if k.kind == change.kind.kind {
             for o in objects() {
-                keys.extend(mapper(o));
+                keys.extend(
+                    mapper(o)
+                        .into_iter()
+                        .map(|key| (key, Reason::RelatedChanged(k.kind))),
+                );
             }
         }
     }
-    keys.sort();
-    keys.dedup();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys.dedup_by(|a, b| a.0 == b.0);
     keys
 }
 
@@ -452,9 +464,39 @@ fn same_but_own_stalled(a: &Object, b: &Object, controller: &str) -> bool {
     without_stalled(a) == without_stalled(b)
 }
 
+/// Why a key was scheduled.
+#[derive(Clone, Copy, Debug)]
+enum Reason {
+    ObjectChanged,
+    /// An owned or watched object of this kind changed.
+    RelatedChanged(&'static str),
+    Trigger,
+    Resync,
+    RequeueAfter,
+    Retry,
+    Conflict,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ObjectChanged => f.write_str("object changed"),
+            Self::RelatedChanged(kind) => write!(f, "related {kind} changed"),
+            Self::Trigger => f.write_str("external trigger"),
+            Self::Resync => f.write_str("periodic resync"),
+            Self::RequeueAfter => f.write_str("requeue after"),
+            Self::Retry => f.write_str("retry after error"),
+            Self::Conflict => f.write_str("retry after conflict"),
+        }
+    }
+}
+
 struct Shared<R> {
     name: &'static str,
     queue: Mutex<Queue<ObjectKey>>,
+    /// Why each pending key was scheduled, for its reconcile span (the reconciler itself
+    /// never sees it: reconciliation is level-triggered).
+    reasons: Mutex<HashMap<ObjectKey, Reason>>,
     wake: Notify,
     backoff: Mutex<Backoff<ObjectKey>>,
     config: Config,
@@ -486,8 +528,16 @@ impl<R: Reconciler> Shared<R> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn schedule(&self, key: ObjectKey, at: Instant) {
-        if self.lock_queue().schedule(key, at) {
+    /// Schedules `key`; when this decides its deadline, `reason` is what its reconcile span
+    /// will say it ran for.
+    fn schedule(&self, key: ObjectKey, at: Instant, reason: Reason) {
+        let mut queue = self.lock_queue();
+        if queue.schedule(key.clone(), at) {
+            self.reasons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, reason);
+            drop(queue);
             self.wake.notify_one();
         }
     }
@@ -498,6 +548,11 @@ impl<R: Reconciler> Shared<R> {
     }
 
     async fn run_one(&self, key: &ObjectKey) {
+        let reason = self
+            .reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
         let Some(obj) = self.ctx.cache.get(key.kind_info(), &key.name) else {
             // Gone: nothing to reconcile (cleanup belongs in finalizers).
             self.backoff
@@ -506,7 +561,13 @@ impl<R: Reconciler> Shared<R> {
                 .reset(key);
             return;
         };
-        let span = tracing::info_span!("reconcile", controller = self.name, object = %key, generation = obj.metadata.generation);
+        let span = tracing::info_span!(
+            "reconcile",
+            controller = self.name,
+            object = %key,
+            reason = %reason.map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
+            generation = obj.metadata.generation,
+        );
         let start = Instant::now();
         let reconciler = self.reconciler.clone();
         let ctx = self.ctx.clone();
@@ -555,15 +616,21 @@ impl<R: Reconciler> Shared<R> {
                     self.set_stalled(&obj, None).instrument(span.clone()).await;
                 }
                 match requeue {
-                    Requeue::After(d) => {
-                        self.schedule(key.clone(), now_plus(now, d.min(self.config.max_requeue)))
-                    }
+                    Requeue::After(d) => self.schedule(
+                        key.clone(),
+                        now_plus(now, d.min(self.config.max_requeue)),
+                        Reason::RequeueAfter,
+                    ),
                     Requeue::OnChange => {}
                 }
             }
             Err(ReconcileError::Conflict) => {
                 tracing::debug!("conflict; retrying");
-                self.schedule(key.clone(), now_plus(now, self.config.conflict_delay));
+                self.schedule(
+                    key.clone(),
+                    now_plus(now, self.config.conflict_delay),
+                    Reason::Conflict,
+                );
             }
             Err(ReconcileError::Transient(msg)) => {
                 let delay = self
@@ -572,7 +639,7 @@ impl<R: Reconciler> Shared<R> {
                     .unwrap_or_else(|e| e.into_inner())
                     .fail(key);
                 tracing::error!(error = %msg, retry_in = ?delay, "reconcile failed");
-                self.schedule(key.clone(), now_plus(now, delay));
+                self.schedule(key.clone(), now_plus(now, delay), Reason::Retry);
             }
             Err(ReconcileError::Terminal(msg)) => {
                 tracing::error!(error = %msg, "reconcile failed; not retrying until the object changes");
