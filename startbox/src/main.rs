@@ -164,5 +164,48 @@ mod tests {
         assert!(
             StartCli::try_parse_from(["start-cli", "wait", "pkg", "x", "--for=sunrise"]).is_err()
         );
+        assert!(
+            StartCli::try_parse_from([
+                "start-cli",
+                "s9pk",
+                "pack",
+                "pkg",
+                "-o",
+                "p.s9pk",
+                "--arch",
+                "x86_64",
+                "--arch",
+                "aarch64"
+            ])
+            .is_ok()
+        );
+        assert!(
+            StartCli::try_parse_from([
+                "start-cli",
+                "s9pk",
+                "pack",
+                "-o",
+                "p.s9pk",
+                "--arch",
+                "arm"
+            ])
+            .is_err()
+        );
+        assert!(
+            StartCli::try_parse_from([
+                "start-cli",
+                "s9pk",
+                "inspect",
+                "cat",
+                "p.s9pk",
+                "LICENSE.md"
+            ])
+            .is_ok()
+        );
+        assert!(
+            StartCli::try_parse_from(["start-cli", "s9pk", "filter", "p.s9pk", "-o", "q.s9pk"])
+                .is_err(),
+            "filter needs --arch"
+        );
     }
 }

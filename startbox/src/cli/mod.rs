@@ -12,6 +12,7 @@ pub mod get;
 pub mod input;
 pub mod login;
 pub mod output;
+pub mod s9pk;
 pub mod selector;
 pub mod wait;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Describe a kind and print its JSON Schema.
     Explain(explain::ExplainArgs),
+    /// Make, inspect, verify and filter .s9pk packages (local files; no daemon needed).
+    S9pk(s9pk::S9pkArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -72,6 +75,7 @@ pub async fn run(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Resu
     let out: &mut (dyn Write + Send) = &mut stdout;
     match &args.command {
         Command::Explain(a) => return explain::run(a, out),
+        Command::S9pk(a) => return s9pk::run(a, out),
         Command::Completions { shell } => {
             let mut cmd = command();
             let name = cmd.get_name().to_owned();
@@ -90,7 +94,10 @@ pub async fn run(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Resu
         Command::Delete(a) => delete::run(store, a, out).await,
         Command::Diff(a) => Ok(diff::run(store, a, out).await),
         Command::Wait(a) => wait::run(store, a, out).await,
-        Command::Login(_) | Command::Explain(_) | Command::Completions { .. } => Ok(0),
+        Command::Login(_)
+        | Command::Explain(_)
+        | Command::S9pk(_)
+        | Command::Completions { .. } => Ok(0),
     };
     result.map_err(with_hint)
 }

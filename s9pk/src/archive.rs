@@ -1,0 +1,655 @@
+//! Loading and reading archives. Nothing from the file is trusted until it has been checked
+//! against something already trusted: the header against the signature (and the caller's
+//! expected commitment / trusted keys), each table against its parent, each body against its
+//! table entry as it is read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::commitment::{Commitment, hash_string};
+use crate::error::{Result, S9pkError};
+use crate::format::{
+    self, Body, CHUNK, DEFAULT_MAX_ROOT_TABLE, HARD_MAX_TABLES, HEADER_LEN, Header, Kind, Node,
+    RawEntry, Source,
+};
+
+/// What the caller already trusts.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Root hash (and optionally a bound on the root table) from a registry or a Package
+    /// spec. When given, the header must carry exactly this root hash, and the 1 MiB default
+    /// cap on the root table is lifted (up to the crate's absolute cap).
+    pub expected: Option<Commitment>,
+    /// If given, the signer must be one of these keys.
+    pub trusted_keys: Option<Vec<VerifyingKey>>,
+}
+
+/// What a listed entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A present file.
+    File {
+        /// Length in bytes.
+        size: u64,
+        /// SHA-256 of the content.
+        hash: [u8; 32],
+        /// Absolute byte offset of the content in the archive file.
+        offset: u64,
+    },
+    /// Replaced by a missing marker (e.g. another architecture's image).
+    Missing,
+}
+
+/// One listed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// Slash-separated relative path.
+    pub path: String,
+    /// File or missing marker.
+    pub kind: EntryKind,
+}
+
+/// A loaded, verified-as-far-as-loaded archive.
+#[derive(Debug)]
+pub struct Archive {
+    path: PathBuf,
+    file: Arc<File>,
+    header: Header,
+    signer: VerifyingKey,
+    root: BTreeMap<String, Node>,
+    entries: Vec<EntryInfo>,
+    index: HashMap<String, usize>,
+    tables: Vec<(String, u64, u64)>,
+}
+
+fn read_exact_at(file: &File, file_len: u64, pos: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+    let end = pos
+        .checked_add(len)
+        .ok_or_else(|| S9pkError::Overflow(what.to_owned()))?;
+    if end > file_len {
+        return Err(S9pkError::Truncated {
+            at: file_len,
+            what: what.to_owned(),
+            needed: end,
+        });
+    }
+    // `len` is bounded by the table caps and by the real file length checked above.
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, pos).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            S9pkError::Truncated {
+                at: file_len,
+                what: what.to_owned(),
+                needed: end,
+            }
+        } else {
+            S9pkError::io(format!("reading {what}"), e)
+        }
+    })?;
+    Ok(buf)
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl Archive {
+    /// Opens and verifies the header, the signature, and every table.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Archive> {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?
+            .len();
+
+        let head = read_exact_at(&file, file_len, 0, HEADER_LEN, "header")?;
+        let mut head_arr = [0u8; HEADER_LEN as usize];
+        head_arr.copy_from_slice(&head);
+        let header = Header::decode(&head_arr)?;
+
+        let signer_str = public_key_string_raw(&header.pubkey);
+        let signer =
+            VerifyingKey::from_bytes(&header.pubkey).map_err(|e| S9pkError::InvalidPublicKey {
+                key: signer_str.clone(),
+                reason: e.to_string(),
+            })?;
+        let sig = Signature::from_bytes(&header.signature);
+        let msg = format::signed_message(&header.root_hash, header.max_root_table);
+        // verify_strict rejects small-order keys and non-canonical signatures, so a signature
+        // cannot be made to verify under more than one key.
+        signer
+            .verify_strict(&msg, &sig)
+            .map_err(|_| S9pkError::BadSignature {
+                signer: signer_str.clone(),
+            })?;
+        if let Some(trusted) = &opts.trusted_keys {
+            if !trusted.contains(&signer) {
+                return Err(S9pkError::UntrustedSigner { signer: signer_str });
+            }
+        }
+
+        let limit = match &opts.expected {
+            Some(exp) => {
+                if exp.root_hash != header.root_hash {
+                    return Err(S9pkError::RootHashMismatch {
+                        expected: hash_string(&exp.root_hash),
+                        found: hash_string(&header.root_hash),
+                    });
+                }
+                if header.max_root_table > exp.max_root_table {
+                    return Err(S9pkError::RootMaxTooLarge {
+                        size: header.max_root_table,
+                        limit: exp.max_root_table,
+                        why: " (the expected commitment)",
+                    });
+                }
+                (HARD_MAX_TABLES, " (absolute cap)")
+            }
+            None => (DEFAULT_MAX_ROOT_TABLE, " (no expected root hash given)"),
+        };
+        if header.max_root_table > limit.0 {
+            return Err(S9pkError::RootMaxTooLarge {
+                size: header.max_root_table,
+                limit: limit.0,
+                why: limit.1,
+            });
+        }
+        if header.root_len > header.max_root_table {
+            return Err(S9pkError::TableTooLarge {
+                table: "root table".into(),
+                size: header.root_len,
+                max: header.max_root_table,
+            });
+        }
+        if header.root_pos < HEADER_LEN {
+            return Err(S9pkError::MalformedHeader(format!(
+                "root table position {} overlaps the {HEADER_LEN}-byte header",
+                header.root_pos
+            )));
+        }
+        let root_bytes = read_exact_at(
+            &file,
+            file_len,
+            header.root_pos,
+            header.root_len,
+            "root table",
+        )?;
+        let root_raw = format::parse_table(&root_bytes, "root table", "")?;
+        if format::raw_dir_hash(&root_raw) != header.root_hash {
+            return Err(S9pkError::TableHashMismatch {
+                table: "root table".into(),
+            });
+        }
+
+        // Breadth-first over directories, mirroring the layout, so `entries` comes out in
+        // archive order. Iterative: depth is bounded by MAX_DEPTH anyway, but hostile input
+        // should not get to choose our stack usage.
+        let mut total_tables = header.root_len;
+        let mut tables = vec![(String::new(), header.root_pos, header.root_len)];
+        let mut root: BTreeMap<String, Node> = BTreeMap::new();
+        let mut entries = Vec::new();
+        // (dir path, depth, raw entries, slot in the tree to fill)
+        let mut queue: std::collections::VecDeque<(String, usize, Vec<RawEntry>, Vec<String>)> =
+            std::collections::VecDeque::new();
+        queue.push_back((String::new(), 1, root_raw, Vec::new()));
+        while let Some((dir, depth, raw, tree_path)) = queue.pop_front() {
+            let mut children = BTreeMap::new();
+            for e in raw {
+                let full = join(&dir, &e.name);
+                let body = match (e.missing, e.kind) {
+                    (true, k) => {
+                        entries.push(EntryInfo {
+                            path: full.clone(),
+                            kind: EntryKind::Missing,
+                        });
+                        Body::Missing(k)
+                    }
+                    (false, Kind::File) => {
+                        let end = e
+                            .pos
+                            .checked_add(e.size)
+                            .ok_or_else(|| S9pkError::Overflow(format!("member {full}")))?;
+                        if end > file_len {
+                            return Err(S9pkError::Truncated {
+                                at: file_len,
+                                what: format!("member {full}"),
+                                needed: end,
+                            });
+                        }
+                        entries.push(EntryInfo {
+                            path: full.clone(),
+                            kind: EntryKind::File {
+                                size: e.size,
+                                hash: e.hash,
+                                offset: e.pos,
+                            },
+                        });
+                        Body::File(Source::Archive(e.pos))
+                    }
+                    (false, Kind::Dir) => {
+                        let table = format!("table {full}");
+                        if depth >= crate::names::MAX_DEPTH {
+                            return Err(S9pkError::MalformedTable {
+                                table,
+                                reason: "nested too deeply".into(),
+                            });
+                        }
+                        if e.table_len > e.size {
+                            return Err(S9pkError::TableTooLarge {
+                                table,
+                                size: e.table_len,
+                                max: e.size,
+                            });
+                        }
+                        total_tables = total_tables.saturating_add(e.table_len);
+                        if total_tables > HARD_MAX_TABLES {
+                            return Err(S9pkError::TableTooLarge {
+                                table: format!("{table} (all tables together)"),
+                                size: total_tables,
+                                max: HARD_MAX_TABLES,
+                            });
+                        }
+                        let bytes = read_exact_at(&file, file_len, e.pos, e.table_len, &table)?;
+                        tables.push((full.clone(), e.pos, e.table_len));
+                        let sub = format::parse_table(&bytes, &table, &full)?;
+                        if format::raw_dir_hash(&sub) != e.hash {
+                            return Err(S9pkError::TableHashMismatch { table });
+                        }
+                        let mut tp = tree_path.clone();
+                        tp.push(e.name.clone());
+                        queue.push_back((full.clone(), depth + 1, sub, tp));
+                        Body::Dir(BTreeMap::new())
+                    }
+                };
+                children.insert(
+                    e.name,
+                    Node {
+                        hash: e.hash,
+                        size: e.size,
+                        body,
+                    },
+                );
+            }
+            // Attach this directory's children at its place in the tree (parents are always
+            // processed before their children in breadth-first order).
+            let mut slot = &mut root;
+            for part in &tree_path {
+                match slot.get_mut(part).map(|n: &mut Node| &mut n.body) {
+                    Some(Body::Dir(c)) => slot = c,
+                    _ => {
+                        return Err(S9pkError::MalformedTable {
+                            table: format!("table {dir}"),
+                            reason: "internal: parent missing".into(),
+                        });
+                    }
+                }
+            }
+            *slot = children;
+        }
+
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.clone(), i))
+            .collect();
+        Ok(Archive {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            header,
+            signer,
+            root,
+            entries,
+            index,
+            tables,
+        })
+    }
+
+    /// The file this archive was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `(directory path, offset, length)` of every directory table, root (`""`) first, in
+    /// archive order. For inspection tools and tests.
+    pub fn tables(&self) -> Vec<(String, u64, u64)> {
+        self.tables.clone()
+    }
+
+    /// The key that signed the header.
+    pub fn signer(&self) -> VerifyingKey {
+        self.signer
+    }
+
+    /// Root hash and signed maximum root table size.
+    pub fn commitment(&self) -> Commitment {
+        Commitment {
+            root_hash: self.header.root_hash,
+            max_root_table: self.header.max_root_table,
+        }
+    }
+
+    /// Every file (and missing marker) in archive order: breadth-first, name order within a
+    /// directory, which is also the order of the bodies in the file.
+    pub fn entries(&self) -> Vec<EntryInfo> {
+        self.entries.clone()
+    }
+
+    fn lookup(&self, path: &str) -> Result<(u64, u64, [u8; 32])> {
+        let entry = self
+            .index
+            .get(path)
+            .and_then(|&i| self.entries.get(i))
+            .ok_or_else(|| S9pkError::NotFound(path.to_owned()))?;
+        match entry.kind {
+            EntryKind::File { size, hash, offset } => Ok((offset, size, hash)),
+            EntryKind::Missing => Err(S9pkError::Missing(path.to_owned())),
+        }
+    }
+
+    /// A reader over one member that hashes as it goes. It never yields bytes beyond the
+    /// signed length, and the read that would deliver the final bytes fails instead if the
+    /// hash does not match, so a caller that reads to the end has only verified data.
+    pub fn reader(&self, path: &str) -> Result<MemberReader> {
+        let (offset, size, hash) = self.lookup(path)?;
+        Ok(MemberReader {
+            file: Arc::clone(&self.file),
+            path: path.to_owned(),
+            offset,
+            size,
+            done: 0,
+            expected: hash,
+            hasher: Sha256::new(),
+            state: ReaderState::Reading,
+        })
+    }
+
+    /// Reads and verifies a whole member, refusing (before allocating) one over `limit`.
+    pub fn read_to_vec(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let (_, size, _) = self.lookup(path)?;
+        if size > limit {
+            return Err(S9pkError::TooLarge {
+                path: path.to_owned(),
+                size,
+                limit,
+            });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        self.reader(path)?
+            .read_to_end(&mut out)
+            .map_err(|e| S9pkError::from_io(e, format!("reading member {path}")))?;
+        Ok(out)
+    }
+
+    /// `(offset, length)` of a member's bytes in the archive file, for
+    /// `mount -o loop,offset=,sizelimit=`. The bytes are NOT verified by this call: verify
+    /// the member first (e.g. with [`Archive::verify_member`]) if that matters.
+    pub fn member_range(&self, path: &str) -> Result<(u64, u64)> {
+        let (offset, size, _) = self.lookup(path)?;
+        Ok((offset, size))
+    }
+
+    /// Hashes one member completely and compares it with its signed hash.
+    pub fn verify_member(&self, path: &str) -> Result<()> {
+        let (offset, size, hash) = self.lookup(path)?;
+        let mut buf = vec![0u8; CHUNK];
+        check_member(&self.file, path, offset, size, &hash, &mut buf, &mut |_| {})
+    }
+
+    /// Verifies every present member. With `threads > 1`, members are hashed in parallel
+    /// (a single member is one sequential SHA-256 stream, so parallelism is per member).
+    /// `progress` gets the cumulative number of bytes hashed; it is always called from the
+    /// calling thread.
+    pub fn verify_all(&self, threads: usize, progress: &dyn Fn(u64)) -> Result<()> {
+        let work: Vec<(&str, u64, u64, [u8; 32])> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                EntryKind::File { size, hash, offset } => {
+                    Some((e.path.as_str(), offset, size, hash))
+                }
+                EntryKind::Missing => None,
+            })
+            .collect();
+        let threads = threads.clamp(1, work.len().max(1));
+        if threads == 1 {
+            let mut buf = vec![0u8; CHUNK];
+            let mut total = 0u64;
+            for (path, offset, size, hash) in &work {
+                check_member(&self.file, path, *offset, *size, hash, &mut buf, &mut |n| {
+                    total += n;
+                    progress(total);
+                })?;
+            }
+            return Ok(());
+        }
+
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        // Lowest failing index wins, so the reported error does not depend on scheduling
+        // when several members are bad.
+        let failure: Mutex<Option<(usize, S9pkError)>> = Mutex::new(None);
+        let (tx, rx) = mpsc::channel::<u64>();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let tx = tx.clone();
+                let (work, next, stop, failure, file) = (&work, &next, &stop, &failure, &self.file);
+                s.spawn(move || {
+                    let mut buf = vec![0u8; CHUNK];
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((path, offset, size, hash)) = work.get(i) else {
+                            break;
+                        };
+                        let r =
+                            check_member(file, path, *offset, *size, hash, &mut buf, &mut |n| {
+                                // The receiver lives until every sender is gone; a send error
+                                // only means nobody listens any more, which is harmless.
+                                let _ = tx.send(n);
+                            });
+                        if let Err(e) = r {
+                            stop.store(true, Ordering::Relaxed);
+                            if let Ok(mut f) = failure.lock() {
+                                if f.as_ref().is_none_or(|(j, _)| i < *j) {
+                                    *f = Some((i, e));
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            // Drop our sender so the loop below ends when the last worker finishes.
+            drop(tx);
+            let mut total = 0u64;
+            for n in rx {
+                total += n;
+                progress(total);
+            }
+        });
+        match failure.into_inner() {
+            Ok(Some((_, e))) => Err(e),
+            Ok(None) => Ok(()),
+            Err(poisoned) => match poisoned.into_inner() {
+                Some((_, e)) => Err(e),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Writes a copy in which every file under `images/<arch>/` for an `<arch>` other than
+    /// `keep` is a missing marker. Missing markers keep their hash and size, so directory
+    /// hashes, the root hash and therefore the original signature stay valid. Kept bodies
+    /// are re-verified while copied.
+    pub fn filter_arch(&self, keep: &str, out: &mut (impl Write + Seek)) -> Result<()> {
+        let mut root = self.root.clone();
+        if let Some(Node {
+            body: Body::Dir(images),
+            ..
+        }) = root.get_mut("images")
+        {
+            for (arch, node) in images.iter_mut() {
+                if arch != keep {
+                    mark_missing(node);
+                }
+            }
+        }
+        self.write(&root, out, &|_| {})
+    }
+
+    /// Re-serializes the archive as loaded (missing markers stay missing). For an archive
+    /// written by this crate, the output is byte-identical to the input.
+    pub fn serialize_to(&self, out: &mut (impl Write + Seek)) -> Result<()> {
+        self.write(&self.root, out, &|_| {})
+    }
+
+    fn write(
+        &self,
+        root: &BTreeMap<String, Node>,
+        out: &mut impl Write,
+        progress: &dyn Fn(u64),
+    ) -> Result<()> {
+        format::write_archive(root, &self.header, Some(&self.file), out, progress)?;
+        Ok(())
+    }
+}
+
+/// Turns every file below `node` into a missing marker. Directories stay present (their
+/// tables are tiny) so the missing files can still be listed by path.
+fn mark_missing(node: &mut Node) {
+    match &mut node.body {
+        Body::File(_) => node.body = Body::Missing(Kind::File),
+        Body::Dir(children) => children.values_mut().for_each(mark_missing),
+        Body::Missing(_) => {}
+    }
+}
+
+fn public_key_string_raw(bytes: &[u8; 32]) -> String {
+    use base64::Engine;
+    format!(
+        "ed25519:{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn check_member(
+    file: &File,
+    path: &str,
+    offset: u64,
+    size: u64,
+    hash: &[u8; 32],
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let got = format::hash_range(file, offset, size, buf, path, &mut |chunk| {
+        progress(chunk.len() as u64);
+        Ok(())
+    })?;
+    if &got != hash {
+        return Err(S9pkError::MemberHashMismatch {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderState {
+    Reading,
+    Verified,
+    Failed,
+}
+
+/// Verifying reader over one member; see [`Archive::reader`]. Errors carry an
+/// [`S9pkError`] inside the `io::Error` (recover it with [`S9pkError::from_io`]).
+#[derive(Debug)]
+pub struct MemberReader {
+    file: Arc<File>,
+    path: String,
+    offset: u64,
+    size: u64,
+    done: u64,
+    expected: [u8; 32],
+    hasher: Sha256,
+    state: ReaderState,
+}
+
+impl MemberReader {
+    /// The member's signed length.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the member is empty.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    fn fail(&mut self, e: S9pkError) -> io::Error {
+        self.state = ReaderState::Failed;
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if got != self.expected {
+            let path = self.path.clone();
+            return Err(self.fail(S9pkError::MemberHashMismatch { path }));
+        }
+        self.state = ReaderState::Verified;
+        Ok(())
+    }
+}
+
+impl Read for MemberReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.state {
+            ReaderState::Failed => {
+                // Report the original failure once; afterwards just refuse to continue.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("member {}: an earlier read failed", self.path),
+                ));
+            }
+            ReaderState::Verified => return Ok(0),
+            ReaderState::Reading => {}
+        }
+        if self.done == self.size {
+            // Only reachable for an empty member: check the hash of nothing.
+            self.finish()?;
+            return Ok(0);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (self.size - self.done).min(buf.len() as u64) as usize;
+        let at = self.offset + self.done;
+        let n = self.file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            let (path, needed) = (self.path.clone(), self.offset + self.size);
+            return Err(self.fail(S9pkError::Truncated {
+                at,
+                what: format!("member {path}"),
+                needed,
+            }));
+        }
+        self.hasher.update(&buf[..n]);
+        self.done += n as u64;
+        if self.done == self.size {
+            // Withhold the last bytes unless the whole member matches.
+            self.finish()?;
+        }
+        Ok(n)
+    }
+}
