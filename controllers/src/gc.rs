@@ -37,7 +37,7 @@
 //! before the owner is. Before deleting, gc asks the store for each owner by kind and name
 //! and keeps the dependent if the uid matches.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use crds::{Object, kind_by_name};
@@ -52,18 +52,11 @@ pub const NAME: &str = "gc";
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Gc;
 
-/// The controller over every kind (any object may carry `ownerReferences`), configured for
-/// startd: reconciles are in-memory checks, so a higher start rate than the runtime's
-/// default, and an hourly resync for what the cascade could not finish.
+/// The controller over every kind (any object may carry `ownerReferences`); its hourly
+/// resync catches what the store's cascade could not finish.
 pub fn controller(store: Arc<dyn Store>) -> Controller {
     let kinds: Vec<_> = crds::kinds().iter().collect();
-    Controller::for_kinds(NAME, &kinds, store).config(Config {
-        concurrency: 2,
-        rate_per_second: 1000.0,
-        rate_burst: 2000,
-        resync: Some(Duration::from_secs(3600)),
-        ..Config::default()
-    })
+    Controller::for_kinds(NAME, &kinds, store).config(Config::store_only())
 }
 
 #[async_trait]

@@ -29,7 +29,7 @@
 //! flips, so its `observedGeneration` says when it last flipped, not whether the latest
 //! spec was seen.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use crds::{
@@ -90,18 +90,10 @@ impl Validity {
     }
 }
 
-/// The controller over every kind, configured for startd: in-memory work only, so a higher
-/// start rate than the runtime's default (meant for slow external systems), and an hourly
-/// resync as a safety net (every change already triggers a reconcile).
+/// The controller over every kind.
 pub fn controller(store: Arc<dyn Store>) -> Controller {
     let kinds: Vec<_> = crds::kinds().iter().collect();
-    Controller::for_kinds(NAME, &kinds, store).config(Config {
-        concurrency: 2,
-        rate_per_second: 1000.0,
-        rate_burst: 2000,
-        resync: Some(Duration::from_secs(3600)),
-        ..Config::default()
-    })
+    Controller::for_kinds(NAME, &kinds, store).config(Config::store_only())
 }
 
 #[async_trait]

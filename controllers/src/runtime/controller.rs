@@ -77,6 +77,20 @@ pub struct Config {
     pub resync: Option<Duration>,
 }
 
+impl Config {
+    /// For controllers whose reconciles only read and write the store (no LXC, no network):
+    /// a high start rate instead of the default meant for slow external systems, and an
+    /// hourly resync as the safety net (every change already triggers a reconcile).
+    pub fn store_only() -> Self {
+        Self {
+            rate_per_second: 1000.0,
+            rate_burst: 2000,
+            resync: Some(Duration::from_secs(3600)),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
