@@ -80,8 +80,7 @@ impl Default for Validity {
 
 /// The current time at second precision, as the store writes timestamps.
 fn now_seconds() -> Time {
-    let now = chrono::Utc::now();
-    now - chrono::Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
+    crds::meta::whole_seconds(chrono::Utc::now())
 }
 
 impl Validity {

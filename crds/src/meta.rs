@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 /// A point in time, serialized as RFC 3339 UTC with second precision (as Kubernetes does).
 pub type Time = chrono::DateTime<chrono::Utc>;
 
+/// `t` without its fraction of a second: Kubernetes timestamps have second precision, and so
+/// do ours (a condition re-stamped within the same second compares equal).
+pub fn whole_seconds(t: Time) -> Time {
+    t - chrono::Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&t)))
+}
+
 /// Metadata every object carries. Fields other than `name`, `labels` and `annotations` are
 /// set by the server; values sent by clients for them are ignored or checked, never trusted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

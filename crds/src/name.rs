@@ -67,6 +67,18 @@ pub fn check_qualified_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// A hash that is the same in every run and on every machine (FNV-1a, with a separator
+/// between parts), for deriving object names from their inputs.
+pub fn stable_hash(parts: &[&str]) -> u32 {
+    let h = parts
+        .iter()
+        .flat_map(|p| p.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    (h ^ (h >> 32)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,11 +52,7 @@ impl Default for EngineConfig {
         Self {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(30),
-            clock: Arc::new(|| {
-                let now = chrono::Utc::now();
-                // Kubernetes timestamps have second precision; so do ours.
-                now - chrono::Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
-            }),
+            clock: Arc::new(|| crds::meta::whole_seconds(chrono::Utc::now())),
         }
     }
 }

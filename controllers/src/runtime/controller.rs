@@ -676,14 +676,14 @@ impl<R: Reconciler> Shared<R> {
                 ConditionStatus::True,
                 "ReconcileFailed",
                 format!("{}: {msg}", self.name),
-                chrono::Utc::now(),
+                crds::meta::whole_seconds(chrono::Utc::now()),
             ),
             None => Condition::new(
                 "Stalled",
                 ConditionStatus::False,
                 "Reconciled",
                 "",
-                chrono::Utc::now(),
+                crds::meta::whole_seconds(chrono::Utc::now()),
             ),
         }
         .with_generation(seen.metadata.generation);

@@ -16,17 +16,6 @@ pub struct Recorder {
     controller: &'static str,
 }
 
-/// FNV-1a: stable across runs, so the same series finds the same object after a restart.
-fn fnv(parts: &[&str]) -> u32 {
-    let h = parts
-        .iter()
-        .flat_map(|p| p.bytes().chain([0]))
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-    (h ^ (h >> 32)) as u32
-}
-
 /// The name of the series: readable prefix, hash of the folding key.
 pub fn series_name(
     obj: &Object,
@@ -39,7 +28,7 @@ pub fn series_name(
         EventType::Normal => "Normal",
         EventType::Warning => "Warning",
     };
-    let hash = fnv(&[
+    let hash = crds::name::stable_hash(&[
         &obj.kind,
         obj.name(),
         obj.metadata.uid.as_deref().unwrap_or(""),
@@ -69,7 +58,7 @@ impl Recorder {
         let events = kind_by_name("Event")
             .ok_or_else(|| StoreError::Unavailable("the Event kind is missing".into()))?;
         let name = series_name(obj, type_, reason, message, self.controller);
-        let now = chrono::Utc::now();
+        let now = crds::meta::whole_seconds(chrono::Utc::now());
         for _ in 0..3 {
             match self.store.get(events, &name).await {
                 Ok(existing) => {

@@ -224,11 +224,8 @@ pub fn invalid_file_event_name(kind: &KindInfo, name: &str) -> String {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        // FNV-1a: stable across runs, unlike the std hasher.
-        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        format!("{}-{:08x}", cleaned.trim_matches('-'), hash as u32)
+        let hash = crds::name::stable_hash(&[name]);
+        format!("{}-{hash:08x}", cleaned.trim_matches('-'))
     };
     let mut n = format!("invalid-file-{}-{readable}", kind.singular);
     if n.len() > crds::name::MAX_NAME_LEN {
