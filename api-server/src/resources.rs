@@ -48,11 +48,14 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             &format!("{PREFIX}/{{plural}}/{{name}}"),
-            get(get_one).put(replace).patch(patch).delete(delete),
+            get(get_one)
+                .put(replace::<false>)
+                .patch(patch::<false>)
+                .delete(delete),
         )
         .route(
             &format!("{PREFIX}/{{plural}}/{{name}}/status"),
-            get(get_one).put(replace_status).patch(patch_status),
+            get(get_one).put(replace::<true>).patch(patch::<true>),
         )
 }
 
@@ -237,62 +240,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-async fn replace_any(
-    state: AppState,
-    plural: &str,
-    name: &str,
-    params: &Params,
-    headers: &HeaderMap,
-    body: &[u8],
-    sub: Subresource,
+/// `PUT` of the main resource (`STATUS = false`) or of `/status`.
+async fn replace<const STATUS: bool>(
+    State(state): State<AppState>,
+    ApiPath((plural, name)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<Params>,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
 ) -> Result<Response, Status> {
-    let kind = kind_of(plural)?;
+    let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let mut obj = parse_object(body, object_format(headers)?)?;
-    check_envelope(kind, &mut obj, Some(name))?;
-    let updated = match sub {
-        Subresource::Main => state.store.update(obj, &opts).await?,
-        Subresource::Status => state.store.update_status(obj, &opts).await?,
+    let mut obj = parse_object(&body, object_format(&headers)?)?;
+    check_envelope(kind, &mut obj, Some(&name))?;
+    let updated = if STATUS {
+        state.store.update_status(obj, &opts).await?
+    } else {
+        state.store.update(obj, &opts).await?
     };
     Ok(Json(updated).into_response())
-}
-
-async fn replace(
-    State(state): State<AppState>,
-    ApiPath((plural, name)): ApiPath<(String, String)>,
-    ApiQuery(params): ApiQuery<Params>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, Status> {
-    replace_any(
-        state,
-        &plural,
-        &name,
-        &params,
-        &headers,
-        &body,
-        Subresource::Main,
-    )
-    .await
-}
-
-async fn replace_status(
-    State(state): State<AppState>,
-    ApiPath((plural, name)): ApiPath<(String, String)>,
-    ApiQuery(params): ApiQuery<Params>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, Status> {
-    replace_any(
-        state,
-        &plural,
-        &name,
-        &params,
-        &headers,
-        &body,
-        Subresource::Status,
-    )
-    .await
 }
 
 const PATCH_TYPES: &str =
@@ -338,58 +303,24 @@ fn decode_patch(
     }
 }
 
-async fn patch_any(
-    state: AppState,
-    plural: &str,
-    name: &str,
-    params: &Params,
-    headers: &HeaderMap,
-    body: &[u8],
-    sub: Subresource,
+/// `PATCH` of the main resource (`STATUS = false`) or of `/status`.
+async fn patch<const STATUS: bool>(
+    State(state): State<AppState>,
+    ApiPath((plural, name)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<Params>,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
 ) -> Result<Response, Status> {
-    let kind = kind_of(plural)?;
+    let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let patch = decode_patch(kind, name, headers, body)?;
-    let patched = state.store.patch(kind, name, patch, sub, &opts).await?;
+    let patch = decode_patch(kind, &name, &headers, &body)?;
+    let sub = if STATUS {
+        Subresource::Status
+    } else {
+        Subresource::Main
+    };
+    let patched = state.store.patch(kind, &name, patch, sub, &opts).await?;
     Ok(Json(patched).into_response())
-}
-
-async fn patch(
-    State(state): State<AppState>,
-    ApiPath((plural, name)): ApiPath<(String, String)>,
-    ApiQuery(params): ApiQuery<Params>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, Status> {
-    patch_any(
-        state,
-        &plural,
-        &name,
-        &params,
-        &headers,
-        &body,
-        Subresource::Main,
-    )
-    .await
-}
-
-async fn patch_status(
-    State(state): State<AppState>,
-    ApiPath((plural, name)): ApiPath<(String, String)>,
-    ApiQuery(params): ApiQuery<Params>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, Status> {
-    patch_any(
-        state,
-        &plural,
-        &name,
-        &params,
-        &headers,
-        &body,
-        Subresource::Status,
-    )
-    .await
 }
 
 /// The parts of Kubernetes' `DeleteOptions` that mean something here.
