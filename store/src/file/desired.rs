@@ -58,8 +58,10 @@ pub fn encode(obj: &Object) -> String {
     serde_saphyr::to_string_with_options(&doc, options).unwrap_or_default()
 }
 
-/// Parses the file at `rel` (relative to the data directory, used in messages) as an
-/// object of `kind` named `name`. Errors are complete messages naming the file.
+/// Parses and validates the file at `rel` (relative to the data directory, used in messages)
+/// as an object of `kind` named `name`, with its spec in canonical form. Errors are complete
+/// messages naming the file. Done once per file change (the scanner caches the result), so
+/// a re-scan compares canonical specs without validating every file again.
 pub fn decode(rel: &str, bytes: &[u8], kind: &KindInfo, name: &str) -> Result<Object, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("{rel}: not UTF-8: {e}"))?;
     let mut obj: Object = crds_yaml(text).map_err(|e| format!("{rel}: {e}"))?;
@@ -83,7 +85,7 @@ pub fn decode(rel: &str, bytes: &[u8], kind: &KindInfo, name: &str) -> Result<Ob
         ..ObjectMeta::default()
     };
     obj.status = None;
-    Ok(obj)
+    kind.validate(&obj).map_err(|e| format!("{rel}: {e}"))
 }
 
 /// YAML into an object, with the limits that keep hostile files harmless.

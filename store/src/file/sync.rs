@@ -168,11 +168,12 @@ fn sync_once(engine: &Engine<FilePersist>, root: &Path, scanner: &mut Scanner) -
         }
     }
     for obj in engine.user_objects() {
-        let key = (obj.kind.as_str(), obj.metadata.name.clone());
         let Some(kind) = kind_by_name(&obj.kind) else {
             continue;
         };
-        let present = scan.files.keys().any(|(k, n)| *k == key.0 && *n == key.1);
+        let present = scan
+            .files
+            .contains_key(&(kind.kind, obj.metadata.name.clone()));
         if !present && !obj.metadata.is_deleting() {
             tracing::info!(object = %obj.key(), "file removed from desired/: deleting");
             match engine.delete_locked(
@@ -232,7 +233,7 @@ fn apply_file(engine: &Engine<FilePersist>, w: &Writer<'_>, obj: Object) -> Resu
     let result = match current {
         None => engine.create_locked(w, &obj, false, Origin::File).map(drop),
         Some(cur) => {
-            let same = cur.spec == kind.validate(&obj).map(|o| o.spec).unwrap_or_default()
+            let same = cur.spec == obj.spec
                 && cur.metadata.labels == obj.metadata.labels
                 && cur.metadata.annotations == obj.metadata.annotations;
             if same {
