@@ -1,8 +1,7 @@
 //! The API server: the resource REST API in Kubernetes shape (list, get, create, replace,
 //! patch, delete, watch; discovery; OpenAPI), the UI patch stream over a WebSocket,
 //! `GET /metrics` for a Prometheus registry handed in by the daemon
-//! ([`AppState::with_metrics`]), and an HTTP client ([`HttpStore`]) that implements
-//! [`store::Store`] against it.
+//! ([`AppState::with_metrics`]). The client for it is the `api-client` crate.
 //!
 //! The server holds no state of its own beyond sessions: every request goes to the
 //! [`Store`]. It never touches containers, the network or disks (architecture invariant 3).
@@ -18,7 +17,6 @@
 //! ```
 
 pub mod auth;
-pub mod client;
 pub mod discovery;
 mod extract;
 pub mod metrics;
@@ -47,7 +45,6 @@ use store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{trusted, unix_listener};
-pub use client::{ClientError, Endpoint, HttpStore};
 pub use status::Status;
 
 /// Request bodies beyond this many bytes are refused with 413.

@@ -4,7 +4,8 @@ mod common;
 
 use std::sync::Arc;
 
-use api_server::{AppState, Endpoint, HttpStore, auth::Auth};
+use api_client::{Endpoint, HttpStore};
+use api_server::{AppState, auth::Auth};
 use bytes::Bytes;
 use common::{PACKAGES, TIMEOUT, TestServer, package_json, parse};
 use crds::kind_by_name;
@@ -899,7 +900,7 @@ async fn unauthenticated_requests_are_refused() {
         .unwrap();
     assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let token = parse(&body)["token"].as_str().expect("a token").to_owned();
-    let client = s.http.clone().with_token(Some(token));
+    let client = s.http.clone().with_token(Some(token)).unwrap();
     client
         .create(
             serde_json::from_str(&package_json("mine")).unwrap(),

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use api_server::{Endpoint, HttpStore};
+use api_client::{Endpoint, HttpStore};
 use store::Store;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},

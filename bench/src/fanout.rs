@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use api_server::HttpStore;
+use api_client::HttpStore;
 use crds::KindInfo;
 use futures::StreamExt;
 use http::{HeaderValue, header::AUTHORIZATION};

@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use api_server::{Endpoint, HttpStore};
+use api_client::{Endpoint, HttpStore};
 use clap::Parser;
 use crds::{KindInfo, Object, ObjectMeta};
 use serde_json::{Value, json};
@@ -555,7 +555,7 @@ async fn measure(
     let pid = daemon.pid;
     let anonymous = HttpStore::connect(Endpoint::Tcp(format!("http://{}", daemon.addr)), None)?;
     let token = login(&anonymous, &daemon.password).await?;
-    let store = anonymous.with_token(Some(token.clone()));
+    let store = anonymous.with_token(Some(token.clone()))?;
     let names: Vec<String> = (0..args.count).map(|i| format!("bench-{i:04}")).collect();
     let opts = WriteOptions::default();
 

@@ -1,5 +1,7 @@
 //! `start-cli` command logic over an in-memory store: apply, get, describe, diff, delete and
-//! wait, as the binary runs them against the daemon.
+//! wait, as the binary runs them against the daemon; and where the binary sends credentials.
+
+mod common;
 
 use std::time::Duration;
 
@@ -628,5 +630,126 @@ async fn wait_follows_the_watch_and_times_out_clearly() {
         .await
         .unwrap()
         .is_none()
+    );
+}
+
+/// A stand-in for startd over TCP: login hands out `token`, every other request gets an
+/// empty list, and the `Authorization` header of each request is recorded.
+struct FakeServer {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+async fn fake_server(bind: &str, token: &'static str) -> FakeServer {
+    use axum::{Json, extract::State, http::HeaderMap, routing::post};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>;
+    fn record(seen: &Seen, headers: &HeaderMap) {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        seen.lock().unwrap().push(auth);
+    }
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route(
+            "/auth/login",
+            post(
+                move |State(seen): State<Seen>, headers: HeaderMap| async move {
+                    record(&seen, &headers);
+                    Json(json!({"token": token}))
+                },
+            ),
+        )
+        .fallback(|State(seen): State<Seen>, headers: HeaderMap| async move {
+            record(&seen, &headers);
+            Json(json!({
+                "apiVersion": crds::API_VERSION, "kind": "PackageList",
+                "metadata": {"resourceVersion": "1"}, "items": [],
+            }))
+        })
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeServer { url, seen }
+}
+
+#[tokio::test]
+async fn a_token_only_goes_to_the_host_it_was_issued_by() {
+    let home = tempfile::tempdir().unwrap();
+    let a = fake_server("127.0.0.1:0", "token-of-a").await;
+    // Another loopback address is another host, as far as tokens go.
+    let b = fake_server("127.0.0.2:0", "token-of-b").await;
+    let run = |url: String, args: &'static [&'static str]| {
+        let home = home.path().to_owned();
+        async move {
+            common::cli_with(
+                |c| {
+                    c.env("HOME", &home)
+                        .env("STARTOS_PASSWORD", "pw")
+                        .args(["--host", &url])
+                },
+                args,
+            )
+            .await
+        }
+    };
+    let login = run(a.url.clone(), &["login"]).await;
+    assert!(login.status.success(), "{}", common::stderr(&login));
+    let on_a = run(a.url.clone(), &["get", "packages"]).await;
+    assert!(on_a.status.success(), "{}", common::stderr(&on_a));
+    let on_b = run(b.url.clone(), &["get", "packages"]).await;
+    assert!(on_b.status.success(), "{}", common::stderr(&on_b));
+    assert_eq!(
+        a.seen.lock().unwrap().last().cloned().flatten().as_deref(),
+        Some("Bearer token-of-a")
+    );
+    assert_eq!(
+        *b.seen.lock().unwrap(),
+        [None],
+        "the token of {} was sent to {}",
+        a.url,
+        b.url
+    );
+}
+
+#[tokio::test]
+async fn credentials_never_go_over_plain_http_beyond_loopback() {
+    use futures::FutureExt;
+    // 0.0.0.0 reaches this machine, but it is not a loopback address: it stands for any
+    // remote host without needing a network.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let url = format!("http://0.0.0.0:{}", listener.local_addr().unwrap().port());
+    let home = tempfile::tempdir().unwrap();
+    let with_token = common::cli_with(
+        |c| {
+            c.env("HOME", home.path())
+                .env("STARTOS_TOKEN", "secret-token")
+                .args(["--host", &url])
+        },
+        &["get", "packages"],
+    )
+    .await;
+    let login = common::cli_with(
+        |c| {
+            c.env("HOME", home.path())
+                .env("STARTOS_PASSWORD", "secret-password")
+                .args(["--host", &url])
+        },
+        &["login"],
+    )
+    .await;
+    for out in [&with_token, &login] {
+        let err = common::stderr(out);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("0.0.0.0:") && err.contains("plain http"),
+            "the refusal names the host: {err}"
+        );
+        assert!(!err.contains("secret-"), "{err}");
+    }
+    assert!(
+        listener.accept().now_or_never().is_none(),
+        "no connection was even opened"
     );
 }

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use api_server::client::{Endpoint, HttpStore};
+use api_client::{Endpoint, HttpStore};
 use common::{Daemon, spawn_startd};
 use crds::{Object, ObjectMeta, kind_by_name};
 use rand::{Rng, SeedableRng, rngs::StdRng};

@@ -261,7 +261,9 @@ async fn startd_and_start_cli_end_to_end() {
         "{}",
         stdout(&login)
     );
-    let token_file = home.join(".startos/token");
+    let token_file = home
+        .join(".startos/tokens")
+        .join(api_client::origin(&url).unwrap());
     assert_eq!(
         std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
         0o600
@@ -274,8 +276,8 @@ async fn startd_and_start_cli_end_to_end() {
     assert_eq!(ok(&remote), "package/hello-world\n");
     // Prometheus metrics over TCP, with the token; without it, 401.
     let token = std::fs::read_to_string(&token_file).unwrap();
-    let with_token = api_server::HttpStore::connect(
-        api_server::Endpoint::Tcp(url.clone()),
+    let with_token = api_client::HttpStore::connect(
+        api_client::Endpoint::Tcp(url.clone()),
         Some(token.trim().to_owned()),
     )
     .unwrap();
@@ -291,7 +293,7 @@ async fn startd_and_start_cli_end_to_end() {
             && text.contains("startos_reconcile_total{controller=\"gc\""),
         "{text}"
     );
-    let without = api_server::HttpStore::connect(api_server::Endpoint::Tcp(url.clone()), None)
+    let without = api_client::HttpStore::connect(api_client::Endpoint::Tcp(url.clone()), None)
         .unwrap()
         .request(axum::http::Method::GET, "/metrics", None)
         .await
@@ -316,7 +318,7 @@ async fn startd_and_start_cli_end_to_end() {
     )
     .await;
     assert!(
-        !wrong.status.success() && !nobody.join(".startos/token").exists(),
+        !wrong.status.success() && !nobody.join(".startos/tokens").exists(),
         "{}",
         stderr(&wrong)
     );
@@ -349,8 +351,14 @@ async fn startd_and_start_cli_end_to_end() {
         ok(&cli(&data, &["get", "pkg", "-o", "name"]).await),
         "package/hello-world\n"
     );
+    // The daemon listens on a new port, which is another host to start-cli's saved tokens:
+    // hand the old token over explicitly.
     let remote = cli_with(
-        |c| c.env("HOME", &home).args(["--host", &d.url()]),
+        |c| {
+            c.env("HOME", &home)
+                .env("STARTOS_TOKEN", token.trim())
+                .args(["--host", &d.url()])
+        },
         &["get", "pkg", "-o", "name"],
     )
     .await;

@@ -9,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use api_server::{AppState, Endpoint, HttpStore, auth::Auth};
+use api_client::{Endpoint, HttpStore};
+use api_server::{AppState, auth::Auth};
 use async_trait::async_trait;
 use bytes::Bytes;
 use crds::{KindInfo, Object, kinds::SecretSpec};

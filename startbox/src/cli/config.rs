@@ -1,9 +1,13 @@
 //! Where `start-cli` sends requests and with which credentials.
 //!
-//! In order: `--host URL` (TCP, with the token from `$STARTOS_TOKEN` or `~/.startos/token`,
-//! which `login` writes), `--data-dir DIR` (the socket `DIR/run/startd.sock`), `--socket
-//! PATH`, `$STARTOS_SOCKET`, and finally `/var/lib/startos/run/startd.sock`. The Unix socket
-//! is root-only and needs no password.
+//! In order: `--host URL` (TCP, with the token from `$STARTOS_TOKEN` or the one `login` saved
+//! for that host in `~/.startos/tokens/HOST:PORT`), `--data-dir DIR` (the socket
+//! `DIR/run/startd.sock`), `--socket PATH`, `$STARTOS_SOCKET`, and finally
+//! `/var/lib/startos/run/startd.sock`. The Unix socket is root-only and needs no password.
+//!
+//! Tokens are kept per host so that pointing `--host` somewhere else never hands that
+//! server the token of another; and plain HTTP carries them only to loopback addresses
+//! (the client refuses anything else).
 
 use std::{
     io::Write,
@@ -12,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use api_server::client::{Endpoint, HttpStore};
+use api_client::{Endpoint, HttpStore};
 use clap::Args;
 
 pub const DEFAULT_SOCKET: &str = "/var/lib/startos/run/startd.sock";
@@ -76,23 +80,40 @@ pub fn normalize_url(url: &str) -> Result<String> {
     Ok(url)
 }
 
-/// `~/.startos/token`.
-pub fn token_path() -> Result<PathBuf> {
+/// `~/.startos/tokens`, where `login` keeps one token per host.
+fn tokens_dir() -> Result<PathBuf> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .context("$HOME is not set: cannot find ~/.startos/token")?;
-    Ok(Path::new(&home).join(".startos").join("token"))
+        .context("$HOME is not set: cannot find ~/.startos/tokens")?;
+    Ok(Path::new(&home).join(".startos").join("tokens"))
 }
 
-/// `$STARTOS_TOKEN`, else the token saved by `login`, else none.
-pub fn read_token() -> Result<Option<String>> {
+/// The file holding the token for the server at `url`: `~/.startos/tokens/HOST:PORT`.
+pub fn token_path(url: &str) -> Result<PathBuf> {
+    let origin = api_client::origin(url)?;
+    // An origin is a parsed host and port; anything else is encoded so that the file name
+    // stays one plain path component whatever the host is.
+    let file: String = origin
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' | b'[' | b']' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    Ok(tokens_dir()?.join(file))
+}
+
+/// `$STARTOS_TOKEN`, else the token `login` saved for `url`, else none.
+pub fn read_token(url: &str) -> Result<Option<String>> {
     if let Some(t) = std::env::var("STARTOS_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
     {
         return Ok(Some(t.trim().to_owned()));
     }
-    let path = token_path()?;
+    let path = token_path(url)?;
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
         Ok(_) => Ok(None),
@@ -101,9 +122,10 @@ pub fn read_token() -> Result<Option<String>> {
     }
 }
 
-/// Writes the token to `~/.startos/token` (0600, directory 0700), atomically.
-pub fn save_token(token: &str) -> Result<PathBuf> {
-    let path = token_path()?;
+/// Writes the token for `url` to its file under `~/.startos/tokens` (0600, directories
+/// 0700), atomically.
+pub fn save_token(url: &str, token: &str) -> Result<PathBuf> {
+    let path = token_path(url)?;
     let dir = path.parent().context("token path has no directory")?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -155,7 +177,10 @@ pub fn connect(global: &GlobalArgs) -> Result<HttpStore> {
             check_socket(&path)?;
             Ok(HttpStore::connect(Endpoint::Unix(path), None)?)
         }
-        Target::Host { url } => Ok(HttpStore::connect(Endpoint::Tcp(url), read_token()?)?),
+        Target::Host { url } => {
+            let token = read_token(&url)?;
+            Ok(HttpStore::connect(Endpoint::Tcp(url), token)?)
+        }
     }
 }
 

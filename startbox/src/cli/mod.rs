@@ -106,7 +106,7 @@ pub async fn run(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Resu
 fn with_hint(e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}");
     let hint = if text.contains("answered 401") {
-        "log in first with `start-cli --host URL login`, or set $STARTOS_TOKEN"
+        "log in first with `start-cli --host URL login` (tokens are kept per host), or set $STARTOS_TOKEN"
     } else if text.contains("cannot connect to") {
         "is startd running? (point at it with --data-dir DIR, --socket PATH or --host URL)"
     } else {
