@@ -117,11 +117,9 @@ pub fn parse_value(body: &[u8], format: Format) -> Result<Value, Status> {
             let text = std::str::from_utf8(body)
                 .map_err(|e| Status::bad_request(format!("request body is not UTF-8: {e}")))?;
             serde_saphyr::from_str::<Value>(text).map_err(|e| {
-                // Only the first line (`line 3 column 7: ...`): the rest is an excerpt of
-                // the body, which may hold secret values.
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or_default();
-                let first = first.strip_prefix("error: ").unwrap_or(first);
+                // Only the first line: the rest is an excerpt of the body, which may hold
+                // secret values.
+                let first = crds::yaml_error_line(&e);
                 Status::bad_request(format!("request body is not valid YAML: {first}"))
             })
         }

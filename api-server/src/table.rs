@@ -35,11 +35,7 @@ fn row(obj: &Object, now: Time) -> Value {
         .find(|c| c.type_ == "Ready")
         .map(|c| format!("{:?}", c.status))
         .unwrap_or_default();
-    let age = obj
-        .metadata
-        .creation_timestamp
-        .map(|t| short_duration(now - t))
-        .unwrap_or_else(|| "<unknown>".into());
+    let age = crds::age(obj.metadata.creation_timestamp, now);
     let mut metadata = serde_json::to_value(&obj.metadata).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut metadata {
         m.remove("annotations");
@@ -50,12 +46,19 @@ fn row(obj: &Object, now: Time) -> Value {
     })
 }
 
-/// A Table of `objects` at `resource_version`.
+/// A Table of `objects` at `resource_version`, with ages as of now.
 pub fn table<'a>(
     objects: impl IntoIterator<Item = &'a Object>,
     resource_version: Option<&str>,
 ) -> Value {
-    let now = chrono::Utc::now();
+    table_at(objects, resource_version, chrono::Utc::now())
+}
+
+fn table_at<'a>(
+    objects: impl IntoIterator<Item = &'a Object>,
+    resource_version: Option<&str>,
+    now: Time,
+) -> Value {
     let rows: Vec<Value> = objects.into_iter().map(|o| row(o, now)).collect();
     let mut metadata = json!({});
     if let Some(rv) = resource_version {
@@ -68,19 +71,6 @@ pub fn table<'a>(
         "columnDefinitions": columns(),
         "rows": rows,
     })
-}
-
-/// Kubernetes' short human duration: `45s`, `12m`, `5h`, `3d`, `2y`.
-pub fn short_duration(d: chrono::TimeDelta) -> String {
-    let s = d.num_seconds();
-    match s {
-        s if s < 0 => "<invalid>".into(),
-        s if s < 120 => format!("{s}s"),
-        s if s < 60 * 60 => format!("{}m", s / 60),
-        s if s < 48 * 60 * 60 => format!("{}h", s / 3600),
-        s if s < 365 * 24 * 60 * 60 => format!("{}d", s / 86400),
-        s => format!("{}y", s / (365 * 86400)),
-    }
 }
 
 #[cfg(test)]
@@ -100,9 +90,25 @@ mod tests {
             ),
         );
         assert!(wants_table(&h));
-        assert_eq!(short_duration(chrono::TimeDelta::seconds(5)), "5s");
-        assert_eq!(short_duration(chrono::TimeDelta::seconds(600)), "10m");
-        assert_eq!(short_duration(chrono::TimeDelta::hours(30)), "30h");
-        assert_eq!(short_duration(chrono::TimeDelta::days(4)), "4d");
+    }
+
+    #[test]
+    fn ages_are_kubectl_ages() {
+        let created = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let mut obj = Object {
+            api_version: crds::API_VERSION.into(),
+            kind: "Package".into(),
+            metadata: crds::ObjectMeta::named("a"),
+            spec: Value::Null,
+            status: None,
+        };
+        obj.metadata.creation_timestamp = Some(created);
+        let age_after = |secs: i64| {
+            let t = table_at([&obj], None, created + chrono::TimeDelta::seconds(secs));
+            t["rows"][0]["cells"][2].as_str().unwrap().to_owned()
+        };
+        assert_eq!(age_after(200), "3m20s");
+        assert_eq!(age_after(5 * 3600 + 600), "5h10m");
+        assert_eq!(age_after(3 * 86_400 + 7200), "3d2h");
     }
 }

@@ -13,15 +13,19 @@ pub mod object;
 pub mod registry;
 pub mod resource;
 pub mod schema;
+pub mod selector;
 pub mod validation;
 pub mod version;
+pub mod yaml_error;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
-pub use meta::{ObjectMeta, OwnerReference, Time};
+pub use meta::{ObjectMeta, OwnerReference, Time, age, human_duration};
 pub use object::Object;
 pub use registry::{KindClass, KindInfo, kind_by_name, kind_by_plural, kinds};
 pub use resource::{Resource, Spec};
+pub use selector::{LabelSelector, SelectorError};
 pub use validation::{ValidationError, ValidationErrors};
+pub use yaml_error::yaml_error_line;
 
 /// The API group of every StartOS kind.
 pub const GROUP: &str = "startos.dev";

@@ -4,14 +4,13 @@ use std::{future::Future, io::Write};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use crds::{KindInfo, Object};
+use crds::{KindInfo, LabelSelector, Object};
 use futures::StreamExt;
 use store::{EventType, Store, StoreError};
 
 use super::{
     output::{self, OutputFormat, reference},
     resolve_kind,
-    selector::Selector,
 };
 
 #[derive(Debug, Args)]
@@ -22,9 +21,9 @@ pub struct GetArgs {
     pub name: Option<String>,
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<OutputFormat>,
-    /// Label selector: `key=value,key!=value,key,!key`.
+    /// Label selector: `key=value,key!=value,key,!key,key in (a,b),key notin (a,b)`.
     #[arg(short = 'l', long)]
-    pub selector: Option<Selector>,
+    pub selector: Option<LabelSelector>,
     /// After listing, stream changes until interrupted.
     #[arg(short = 'w', long)]
     pub watch: bool,
@@ -35,7 +34,7 @@ pub async fn fetch(
     store: &dyn Store,
     kind: &'static KindInfo,
     name: Option<&str>,
-    selector: Option<&Selector>,
+    selector: Option<&LabelSelector>,
 ) -> Result<(Vec<Object>, String)> {
     let (mut items, rv) = match name {
         Some(name) => {

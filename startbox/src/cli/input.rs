@@ -113,16 +113,8 @@ pub fn parse_manifest(source: &str, text: &str, json: bool) -> Result<Vec<Docume
     let objects: Vec<Object> = if json {
         vec![serde_json::from_str(text).with_context(|| format!("{source}: invalid JSON"))?]
     } else {
-        serde_saphyr::from_multiple(text).map_err(|e| {
-            // saphyr appends a source excerpt after the first line; the first line has the
-            // position and the reason.
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or_default();
-            anyhow::anyhow!(
-                "{source}: invalid YAML: {}",
-                first.strip_prefix("error: ").unwrap_or(first)
-            )
-        })?
+        serde_saphyr::from_multiple(text)
+            .map_err(|e| anyhow::anyhow!("{source}: invalid YAML: {}", crds::yaml_error_line(&e)))?
     };
     Ok(objects
         .into_iter()

@@ -13,7 +13,6 @@ pub mod input;
 pub mod login;
 pub mod output;
 pub mod s9pk;
-pub mod selector;
 pub mod wait;
 
 use std::io::Write;

@@ -27,20 +27,8 @@ pub fn now() -> Time {
     Utc::now()
 }
 
-/// Age like kubectl: `5s`, `3m`, `2h`, `4d`, `3y`; `<unknown>` without a timestamp.
-pub fn age(since: Option<Time>, now: Time) -> String {
-    let Some(since) = since else {
-        return "<unknown>".into();
-    };
-    let secs = (now - since).num_seconds().max(0);
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 60 * 60 => format!("{}m", s / 60),
-        s if s < 24 * 60 * 60 => format!("{}h", s / 3600),
-        s if s < 365 * 24 * 60 * 60 => format!("{}d", s / 86_400),
-        s => format!("{}y", s / (365 * 86_400)),
-    }
-}
+/// Ages as `kubectl get` prints them (one rule for start-cli and the API's tables).
+pub use crds::age;
 
 /// The `Ready` condition's status, or `-` when the object has none (yet).
 pub fn ready(obj: &Object) -> String {
@@ -264,14 +252,17 @@ mod tests {
         let t0 = Utc.timestamp_opt(1_000_000, 0).unwrap();
         let after = |s: i64| t0 + chrono::Duration::seconds(s);
         assert_eq!(age(Some(t0), after(5)), "5s");
-        assert_eq!(age(Some(t0), after(3 * 60 + 10)), "3m");
-        assert_eq!(age(Some(t0), after(2 * 3600 + 1)), "2h");
+        assert_eq!(age(Some(t0), after(90)), "90s");
+        assert_eq!(age(Some(t0), after(3 * 60 + 10)), "3m10s");
+        assert_eq!(age(Some(t0), after(2 * 3600 + 1)), "120m");
+        assert_eq!(age(Some(t0), after(3 * 3600 + 1)), "3h");
+        assert_eq!(age(Some(t0), after(30 * 3600)), "30h");
         assert_eq!(age(Some(t0), after(4 * 86_400)), "4d");
-        assert_eq!(age(Some(t0), after(800 * 86_400)), "2y");
+        assert_eq!(age(Some(t0), after(800 * 86_400)), "2y70d");
         assert_eq!(
-            age(Some(after(10)), t0),
+            age(Some(after(1)), t0),
             "0s",
-            "clock skew never gives a negative age"
+            "a second of clock skew is now"
         );
         assert_eq!(age(None, t0), "<unknown>");
     }
