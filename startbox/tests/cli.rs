@@ -753,3 +753,82 @@ async fn credentials_never_go_over_plain_http_beyond_loopback() {
         "no connection was even opened"
     );
 }
+
+/// What a hostile file name or message could do to a terminal: clear it, set its title,
+/// move the cursor (CSI as one C1 character), reorder text.
+const HOSTILE: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}1A\u{202e}";
+
+fn assert_inert(text: &str) {
+    assert!(
+        !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "raw terminal controls in {text:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_text_reaches_the_terminal_escaped() {
+    let store = MemoryStore::default();
+    apply_text(&store, PACKAGE).await;
+    let message = format!("cannot parse desired/packages/{HOSTILE}.yaml\nforged: line");
+    set_condition(&store, "nextcloud", "Valid", ConditionStatus::False, "Bad").await;
+    let mut live = store.get(pkg(), "nextcloud").await.unwrap();
+    let mut conds = live.conditions();
+    conds[0].message = message.clone();
+    live.set_conditions(&conds);
+    let live = store
+        .update_status(live, &WriteOptions::default())
+        .await
+        .unwrap();
+    store
+        .patch(
+            pkg(),
+            "nextcloud",
+            Patch::Merge(json!({"metadata": {"annotations": {"note": format!("a{HOSTILE}")}}})),
+            Subresource::Main,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let event = Object {
+        api_version: crds::API_VERSION.into(),
+        kind: "Event".into(),
+        metadata: crds::ObjectMeta::named("e1"),
+        spec: json!({
+            "involvedObject": {"kind": "Package", "name": "nextcloud", "uid": live.metadata.uid},
+            "type": "Warning", "reason": "InvalidFile", "message": message,
+            "reportingController": "store", "count": 1,
+            "firstTimestamp": Utc::now(), "lastTimestamp": Utc::now(),
+        }),
+        status: None,
+    };
+    store.create(event, &WriteOptions::default()).await.unwrap();
+
+    let text = describe(&store, "pkg", "nextcloud", Utc::now())
+        .await
+        .unwrap();
+    assert_inert(&text);
+    assert!(
+        text.contains("\\u{1b}[2J") && !text.contains("\nforged: line"),
+        "{text}"
+    );
+    for format in [Some(OutputFormat::Wide), Some(OutputFormat::Json), None] {
+        for kind in ["events", "packages"] {
+            let mut out = Vec::new();
+            let args = GetArgs {
+                kind: kind.into(),
+                name: None,
+                output: format,
+                selector: None,
+                watch: false,
+            };
+            get::run(&store, &args, &mut out, std::future::pending())
+                .await
+                .unwrap();
+            assert_inert(&String::from_utf8(out).unwrap());
+        }
+    }
+    let err = startbox::cli::for_terminal(anyhow::anyhow!("cannot read {HOSTILE}.yaml"));
+    assert_inert(&format!("{err:#}"));
+}

@@ -68,14 +68,14 @@ pub async fn run(store: &dyn Store, args: &DeleteArgs, out: &mut (dyn Write + Se
                     match wait_for(store, kind, name, &WaitFor::Delete, args.timeout).await {
                         Ok(_) => writeln!(out, "{} {name:?} deleted", kind.singular)?,
                         Err(e) => {
-                            eprintln!("error: {e:#}");
+                            eprintln!("error: {}", super::error_line(&e));
                             failed = true;
                         }
                     }
                 }
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", super::output::escape_control(&e.to_string()));
                 failed = true;
             }
         }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use store::Store;
 
 use super::{
-    output::{Table, age, status_str, to_yaml},
+    output::{Table, age, escape_control as esc, status_str, to_yaml},
     resolve_kind,
 };
 
@@ -73,7 +73,7 @@ fn map_lines(map: &BTreeMap<String, String>) -> String {
     let mut s = String::new();
     for (i, (k, v)) in map.iter().enumerate() {
         let pad = if i == 0 { "" } else { "              " };
-        let _ = writeln!(s, "{pad}{k}={v}");
+        let _ = writeln!(s, "{pad}{}={}", esc(k), esc(v));
     }
     s
 }
@@ -93,11 +93,15 @@ fn indent(text: &str, by: &str) -> String {
 pub fn render(obj: &Object, events: &[EventSpec], now: Time) -> String {
     let m = &obj.metadata;
     let mut s = String::new();
-    let _ = writeln!(s, "Name:         {}", m.name);
-    let _ = writeln!(s, "Kind:         {}", obj.kind);
+    let _ = writeln!(s, "Name:         {}", esc(&m.name));
+    let _ = writeln!(s, "Kind:         {}", esc(&obj.kind));
     let _ = write!(s, "Labels:       {}", map_lines(&m.labels));
     let _ = write!(s, "Annotations:  {}", map_lines(&m.annotations));
-    let _ = writeln!(s, "UID:          {}", m.uid.as_deref().unwrap_or("<none>"));
+    let _ = writeln!(
+        s,
+        "UID:          {}",
+        esc(m.uid.as_deref().unwrap_or("<none>"))
+    );
     let observed = obj
         .status
         .as_ref()
@@ -127,10 +131,10 @@ pub fn render(obj: &Object, events: &[EventSpec], now: Time) -> String {
             "Deleting:     since {} ({} ago), waiting on finalizers [{}]",
             t.to_rfc3339(),
             age(Some(t), now),
-            m.finalizers.join(", ")
+            esc(&m.finalizers.join(", "))
         );
     } else if !m.finalizers.is_empty() {
-        let _ = writeln!(s, "Finalizers:   [{}]", m.finalizers.join(", "));
+        let _ = writeln!(s, "Finalizers:   [{}]", esc(&m.finalizers.join(", ")));
     }
     if !m.owner_references.is_empty() {
         let owners: Vec<String> = m
@@ -138,7 +142,7 @@ pub fn render(obj: &Object, events: &[EventSpec], now: Time) -> String {
             .iter()
             .map(|o| format!("{}/{}", o.kind, o.name))
             .collect();
-        let _ = writeln!(s, "Owners:       {}", owners.join(", "));
+        let _ = writeln!(s, "Owners:       {}", esc(&owners.join(", ")));
     }
     s.push_str("Spec:\n");
     match &obj.spec {

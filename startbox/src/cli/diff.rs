@@ -95,7 +95,7 @@ pub async fn run(store: &dyn Store, args: &DiffArgs, out: &mut (dyn Write + Send
         Ok(false) => 0,
         Ok(true) => 1,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::error_line(&e));
             2
         }
     }

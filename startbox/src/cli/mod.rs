@@ -68,8 +68,13 @@ pub fn resolve_kind(name: &str) -> Result<&'static KindInfo> {
 }
 
 /// Runs one command and returns the process exit code. `command` builds the clap command
-/// (for completions, whose script must match the binary's personality).
+/// (for completions, whose script must match the binary's personality). Errors come back
+/// ready for a terminal: escaped, with a hint for the usual transport failures.
 pub async fn run(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Result<u8> {
+    run_command(args, command).await.map_err(for_terminal)
+}
+
+async fn run_command(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Result<u8> {
     let mut stdout = std::io::stdout();
     let out: &mut (dyn Write + Send) = &mut stdout;
     match &args.command {
@@ -86,7 +91,7 @@ pub async fn run(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Resu
     }
     let store = config::connect(&args.global)?;
     let store: &dyn store::Store = &store;
-    let result = match &args.command {
+    match &args.command {
         Command::Apply(a) => apply::run(store, a, out).await,
         Command::Get(a) => get::run(store, a, out, interrupted()).await,
         Command::Describe(a) => describe::run(store, a, out).await,
@@ -97,19 +102,24 @@ pub async fn run(args: CliArgs, command: impl FnOnce() -> clap::Command) -> Resu
         | Command::Explain(_)
         | Command::S9pk(_)
         | Command::Completions { .. } => Ok(0),
-    };
-    result.map_err(with_hint)
+    }
 }
 
-/// Adds what to do about the usual transport failures.
-fn with_hint(e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
+/// An error as one escaped line (its causes joined by `: `): messages carry file names and
+/// text from the server, which must not drive the terminal.
+pub fn error_line(e: &anyhow::Error) -> String {
+    output::escape_control(&format!("{e:#}")).into_owned()
+}
+
+/// The error, escaped, plus what to do about the usual transport failures.
+pub fn for_terminal(e: anyhow::Error) -> anyhow::Error {
+    let text = error_line(&e);
     let hint = if text.contains("answered 401") {
         "log in first with `start-cli --host URL login` (tokens are kept per host), or set $STARTOS_TOKEN"
     } else if text.contains("cannot connect to") {
         "is startd running? (point at it with --data-dir DIR, --socket PATH or --host URL)"
     } else {
-        return e;
+        return anyhow!(text);
     };
     anyhow!("{text}\nhint: {hint}")
 }

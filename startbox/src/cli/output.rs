@@ -1,6 +1,6 @@
 //! Everything `start-cli` prints about objects: kubectl-style tables, ages, YAML and JSON.
 
-use std::io::Write;
+use std::{borrow::Cow, io::Write};
 
 use anyhow::Result;
 use chrono::Utc;
@@ -29,6 +29,32 @@ pub fn now() -> Time {
 
 /// Ages as `kubectl get` prints them (one rule for start-cli and the API's tables).
 pub use crds::age;
+
+/// Characters that make a terminal do something rather than show something (C0 and C1
+/// controls, DEL: colours, cursor moves, title changes, clearing the screen) or that
+/// reorder what it shows (bidirectional overrides).
+fn is_unsafe_for_terminals(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from the server (names of files, messages, labels) as it may be printed: every
+/// character that would act on the terminal, newlines included, becomes a visible escape
+/// (`\u{1b}`, `\n`), so what is printed is what is there.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe_for_terminals) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unsafe_for_terminals(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// The `Ready` condition's status, or `-` when the object has none (yet).
 pub fn ready(obj: &Object) -> String {
@@ -59,8 +85,13 @@ impl Table {
         }
     }
 
+    /// Adds a row; its cells are escaped for the terminal here, so no caller can forget.
     pub fn push(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows.push(
+            row.into_iter()
+                .map(|c| escape_control(&c).into_owned())
+                .collect(),
+        );
     }
 
     pub fn render(&self) -> String {
@@ -225,9 +256,21 @@ pub fn write_yaml<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<()> {
     Ok(())
 }
 
+/// JSON with every character that acts on a terminal escaped: serde_json escapes C0
+/// controls but writes DEL, C1 controls and bidirectional overrides as they are. They can
+/// only occur inside strings, where `\uXXXX` means the same character.
 pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value)?;
-    out.write_all(b"\n")?;
+    let text = serde_json::to_string_pretty(value)?;
+    let mut safe = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if is_unsafe_for_terminals(c) && c != '\n' {
+            safe.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            safe.push(c);
+        }
+    }
+    safe.push('\n');
+    out.write_all(safe.as_bytes())?;
     Ok(())
 }
 
@@ -276,6 +319,27 @@ mod tests {
             t.render(),
             "NAME        READY   AGE\nnextcloud   True    5s\na           -       3m\n"
         );
+    }
+
+    #[test]
+    fn terminal_controls_are_shown_not_obeyed() {
+        assert_eq!(escape_control("plain ü"), "plain ü");
+        assert_eq!(
+            escape_control("a\u{1b}[2J\nb\u{9b}c\u{7f}\u{202e}"),
+            "a\\u{1b}[2J\\nb\\u{9b}c\\u{7f}\\u{202e}"
+        );
+        let mut t = Table::new(vec!["NAME".into(), "MESSAGE".into()]);
+        t.push(vec!["a".into(), "\u{1b}]0;owned\u{7}".into()]);
+        assert!(!t.render().contains('\u{1b}'), "{}", t.render());
+        let mut json = Vec::new();
+        let value = serde_json::json!({"m": "x\u{9b}2J\u{1b}y\u{202e}"});
+        write_json(&mut json, &value).unwrap();
+        let text = String::from_utf8(json).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
     }
 
     #[test]
