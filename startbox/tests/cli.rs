@@ -832,3 +832,50 @@ async fn server_text_reaches_the_terminal_escaped() {
     let err = startbox::cli::for_terminal(anyhow::anyhow!("cannot read {HOSTILE}.yaml"));
     assert_inert(&format!("{err:#}"));
 }
+
+#[tokio::test]
+async fn diff_of_a_secret_says_a_value_changed_without_showing_it() {
+    let store = MemoryStore::default();
+    let secret = |password: &str| {
+        format!(
+            "apiVersion: startos.dev/v1alpha1\nkind: Secret\nmetadata: {{name: db}}\nspec:\n  data: {{password: {password}, user: admin}}\n"
+        )
+    };
+    apply_text(&store, &secret("first-Pw-1")).await;
+    assert_eq!(
+        diff_documents(&store, docs(&secret("first-Pw-1")))
+            .await
+            .unwrap(),
+        ""
+    );
+    let diff = diff_documents(&store, docs(&secret("second-Pw-2")))
+        .await
+        .unwrap();
+    assert!(
+        diff.contains("-    password: <redacted>")
+            && diff.contains("+    password: <changed, value hidden>"),
+        "{diff}"
+    );
+    assert!(!diff.contains("user: <changed"), "{diff}");
+    assert!(!diff.contains("-Pw-"), "no value is shown: {diff}");
+    let dry = apply_object(&store, docs(&secret("second-Pw-2")).remove(0).object, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.outcome, Outcome::Configured);
+    // The marker is an answer, never a value: applying a dry run's output is refused.
+    let err = apply_object(
+        &store,
+        docs(&secret("'<changed, value hidden>'")).remove(0).object,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("spec.data.password"), "{err:#}");
+    assert_eq!(
+        diff_documents(&store, docs(&secret("first-Pw-1")))
+            .await
+            .unwrap(),
+        "",
+        "nothing was applied"
+    );
+}

@@ -14,7 +14,7 @@ use std::{
 
 use crds::{
     Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors, kind_by_name,
-    kinds::{REDACTED, SecretSpec},
+    kinds::{REDACTED, REDACTED_CHANGED, SecretSpec},
     resource::decode,
     set_condition,
 };
@@ -391,6 +391,16 @@ impl<P: Persist> Engine<P> {
             .map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e.prefixed("spec")))?;
         let stored = self.read().secrets.get(&obj.metadata.name).cloned();
         for (key, value) in &mut spec.data {
+            if value == REDACTED_CHANGED {
+                return Err(StoreError::invalid(
+                    kind.kind,
+                    &obj.metadata.name,
+                    ValidationErrors::single(
+                        format!("spec.data.{key}"),
+                        "a value cannot be the dry-run marker of a changed value",
+                    ),
+                ));
+            }
             if value == REDACTED {
                 match stored.as_ref().and_then(|s| s.data.get(key)) {
                     Some(old) => old.clone_into(value),
@@ -533,6 +543,10 @@ impl<P: Persist> Engine<P> {
             return Ok(new);
         }
         if dry_run {
+            if let Some(values) = &secret {
+                let shown = values.redacted_against(self.read().secrets.get(&new.metadata.name));
+                new.spec = serde_json::to_value(shown).unwrap_or_default();
+            }
             return Ok(new);
         }
         if new.metadata.is_deleting() && new.metadata.finalizers.is_empty() {

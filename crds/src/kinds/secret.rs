@@ -11,6 +11,11 @@ use crate::{
 /// What a `Secret` value is replaced with whenever a secret leaves the store.
 pub const REDACTED: &str = "<redacted>";
 
+/// What a dry run answers for a value it would change: the caller learns that the value it
+/// sent differs from the stored one (so `diff` can say so), never either value or a hash
+/// of one that could be guessed offline.
+pub const REDACTED_CHANGED: &str = "<changed, value hidden>";
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretSpec {
@@ -37,6 +42,21 @@ impl SecretSpec {
     }
 }
 
+impl SecretSpec {
+    /// Like [`SecretSpec::redacted`], but a value that differs from the one in `stored` under
+    /// the same key is [`REDACTED_CHANGED`]: what a dry run shows.
+    pub fn redacted_against(&self, stored: Option<&SecretSpec>) -> Self {
+        let mut out = self.redacted();
+        for (key, value) in &mut out.data {
+            let old = stored.and_then(|s| s.data.get(key));
+            if old.is_some_and(|old| Some(old) != self.data.get(key)) {
+                REDACTED_CHANGED.clone_into(value);
+            }
+        }
+        out
+    }
+}
+
 impl Spec for SecretSpec {
     const KIND: &'static str = "Secret";
     const PLURAL: &'static str = "secrets";
@@ -54,5 +74,28 @@ impl Spec for SecretSpec {
                 "values are limited to 64 KiB".into()
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_says_which_values_change_and_nothing_more() {
+        let spec = |pairs: &[(&str, &str)]| SecretSpec {
+            type_: String::new(),
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let stored = spec(&[("same", "s3cret"), ("changed", "old-pw")]);
+        let sent = spec(&[("same", "s3cret"), ("changed", "new-pw"), ("added", "x")]);
+        let shown = sent.redacted_against(Some(&stored));
+        assert_eq!(shown.data["same"], REDACTED);
+        assert_eq!(shown.data["changed"], REDACTED_CHANGED);
+        assert_eq!(shown.data["added"], REDACTED);
+        assert_eq!(sent.redacted_against(None), sent.redacted());
     }
 }
