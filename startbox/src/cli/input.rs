@@ -64,20 +64,37 @@ pub fn read_manifests(inputs: &[PathBuf]) -> Result<Vec<Document>> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<Document>> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len > MAX_INPUT_BYTES {
-        bail!("{} is larger than {MAX_INPUT_BYTES} bytes", path.display());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_regular_file(path)?;
     let json = path.extension().is_some_and(|e| e == "json");
     parse_manifest(&path.display().to_string(), &text, json)
 }
 
+/// The text of a regular file of at most [`MAX_INPUT_BYTES`]. Anything else is refused
+/// before it is opened: opening a FIFO waits for a writer, and a device such as /dev/zero
+/// never ends.
+fn read_regular_file(path: &Path) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    // The file may have grown since it was measured: read no more than the limit allows.
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > MAX_INPUT_BYTES {
+        bail!("{} is larger than {MAX_INPUT_BYTES} bytes", path.display());
+    }
+    Ok(text)
+}
+
 /// The manifest files under `dir`, recursively, sorted by path. Hidden entries (`.git`,
-/// editor swap files, the store's temporaries) are skipped.
+/// editor swap files, the store's temporaries) are skipped. Symbolic links to files are
+/// read; symbolic links to directories are not followed (as kubectl does), so a link back
+/// up the tree cannot make the walk endless or read a file twice.
 pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -91,14 +108,19 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let path = entry.path();
-            let file_type = std::fs::metadata(&path)
+            let file_type = entry
+                .file_type()
                 .with_context(|| format!("cannot read {}", path.display()))?;
             if file_type.is_dir() {
                 stack.push(path);
-            } else if path
+                continue;
+            }
+            let is_manifest = path
                 .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-            {
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+            let target_is_file = file_type.is_file()
+                || (file_type.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file()));
+            if is_manifest && target_is_file {
                 files.push(path);
             }
         }
@@ -185,5 +207,50 @@ mod tests {
             .map(|d| d.object.metadata.name.as_str())
             .collect();
         assert_eq!(names, ["z", "b", "c"]);
+    }
+
+    /// Runs `f` on a thread and waits a bounded time for its answer: a read that never
+    /// returns fails the test instead of hanging it.
+    fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading the inputs did not finish")
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_links_cannot_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        let reg = "apiVersion: startos.dev/v1alpha1\nkind: Registry\nmetadata: {name: a}\nspec: {url: https://x}\n";
+        std::fs::write(dir.path().join("a.yaml"), reg).unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+        std::os::unix::fs::symlink(".", sub.join("self")).unwrap();
+        std::os::unix::fs::symlink("../a.yaml", sub.join("link.yaml")).unwrap();
+
+        let explicit = fifo.clone();
+        let err = within_seconds(move || read_manifests(&[explicit]).map(|d| d.len()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+
+        let root = dir.path().to_owned();
+        let docs = within_seconds(move || read_manifests(&[root])).unwrap();
+        let sources: Vec<String> = docs.iter().map(|d| d.source.clone()).collect();
+        assert_eq!(
+            docs.len(),
+            2,
+            "a.yaml and the link to it, once each: {sources:?}"
+        );
+
+        let zero = within_seconds(|| read_manifests(&["/dev/zero".into()]).map(|d| d.len()));
+        assert!(zero.is_err());
     }
 }
