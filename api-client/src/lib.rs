@@ -22,7 +22,7 @@ use http::{
     HeaderMap, Method, Request, Response, StatusCode,
     header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST},
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -43,6 +43,10 @@ use crate::{
     watch::{EventLines, next_event},
 };
 
+/// An answer larger than this is refused: whatever server `--host` names, it cannot make
+/// the client hold more. Lists of thousands of objects stay far below it.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
 /// Where the resource API lives on the server (`/apis/<apiVersion>`).
 pub const PREFIX: &str = "/apis/startos.dev/v1alpha1";
 
@@ -51,6 +55,7 @@ pub const PREFIX: &str = "/apis/startos.dev/v1alpha1";
 pub struct HttpStore {
     target: Target,
     token: Option<String>,
+    max_response_bytes: usize,
 }
 
 impl fmt::Debug for HttpStore {
@@ -139,6 +144,7 @@ impl HttpStore {
         Self {
             target: Target::parse(endpoint)?,
             token: None,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
         .with_token(token)
     }
@@ -151,6 +157,13 @@ impl HttpStore {
         }
         self.token = token;
         Ok(self)
+    }
+
+    /// The same client with another limit on the size of an answer (see
+    /// [`MAX_RESPONSE_BYTES`]).
+    pub fn with_max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
     }
 
     /// Whether a token or password may be sent to this server: over the Unix socket or to a
@@ -241,10 +254,20 @@ impl HttpStore {
     ) -> Result<Response<Bytes>> {
         let (resp, _conn) = self.call(method, path, content_type, body).await?;
         let (parts, body) = resp.into_parts();
-        let bytes = body
+        let limit = self.max_response_bytes;
+        let bytes = Limited::new(body, limit)
             .collect()
             .await
-            .map_err(|e| unavailable(&self.target, "cannot read the answer of", e))?
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    StoreError::Unavailable(format!(
+                        "the answer of {} to {path} is larger than the limit of {limit} bytes",
+                        self.target
+                    ))
+                } else {
+                    unavailable(&self.target, "cannot read the answer of", e)
+                }
+            })?
             .to_bytes();
         Ok(Response::from_parts(parts, bytes))
     }
@@ -286,8 +309,8 @@ impl HttpStore {
         let (resp, conn) = self.call(Method::GET, &path, None, Bytes::new()).await?;
         if resp.status() != StatusCode::OK {
             let status = resp.status();
-            let body = resp
-                .into_body()
+            // An error answer is a short Status: the first MiB is plenty.
+            let body = Limited::new(resp.into_body(), 1024 * 1024)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
