@@ -809,6 +809,8 @@ async fn server_text_reaches_the_terminal_escaped() {
         .await
         .unwrap();
     assert_inert(&text);
+    // The event itself: its spec is printed as YAML.
+    assert_inert(&describe(&store, "event", "e1", Utc::now()).await.unwrap());
     assert!(
         text.contains("\\u{1b}[2J") && !text.contains("\nforged: line"),
         "{text}"

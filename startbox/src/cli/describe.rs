@@ -78,13 +78,15 @@ fn map_lines(map: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// `text` indented, each line escaped for the terminal (YAML output escapes controls but
+/// keeps bidirectional overrides, which would reorder what a person reads).
 fn indent(text: &str, by: &str) -> String {
     text.lines()
         .map(|l| {
             if l.is_empty() {
                 "\n".to_owned()
             } else {
-                format!("{by}{l}\n")
+                format!("{by}{}\n", esc(l))
             }
         })
         .collect()
