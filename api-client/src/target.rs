@@ -52,42 +52,21 @@ impl fmt::Display for Target {
 
 impl Target {
     pub fn parse(endpoint: Endpoint) -> Result<Self, ClientError> {
-        let url = match endpoint {
-            Endpoint::Unix(path) => return Ok(Self::Unix(path)),
-            Endpoint::Tcp(url) => url,
-        };
-        let bad = |reason: &str| ClientError::InvalidUrl {
-            url: url.clone(),
-            reason: reason.to_owned(),
-        };
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported by this client: use http on the box or the unix socket",
-                ));
+        match endpoint {
+            Endpoint::Unix(path) => Ok(Self::Unix(path)),
+            Endpoint::Tcp(url) => {
+                let HttpUrl {
+                    authority,
+                    host,
+                    base,
+                } = parse_http_url(&url)?;
+                Ok(Self::Tcp {
+                    authority,
+                    host,
+                    base,
+                })
             }
-            _ => return Err(bad("expected http://host:port")),
         }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| bad("expected http://host:port"))?;
-        if authority.as_str().contains('@') {
-            return Err(bad("user names in the url are not supported"));
-        }
-        let host = authority.host().to_ascii_lowercase();
-        let port = authority.port_u16().unwrap_or(80);
-        Ok(Self::Tcp {
-            authority: format!("{host}:{port}"),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            base: uri.path().trim_end_matches('/').to_owned(),
-        })
     }
 
     /// Refuses a target that credentials must not be sent to.
@@ -100,6 +79,48 @@ impl Target {
             }),
         }
     }
+}
+
+/// The parts of an `http://` URL a client needs.
+struct HttpUrl {
+    authority: String,
+    host: String,
+    base: String,
+}
+
+fn parse_http_url(url: &str) -> Result<HttpUrl, ClientError> {
+    let bad = |reason: &str| ClientError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "https is not supported by this client: use http on the box or the unix socket",
+            ));
+        }
+        _ => return Err(bad("expected http://host:port")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| bad("expected http://host:port"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user names in the url are not supported"));
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(HttpUrl {
+        authority: format!("{host}:{port}"),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        base: uri.path().trim_end_matches('/').to_owned(),
+    })
 }
 
 /// `localhost`, or an address in 127.0.0.0/8 or `::1`. Other names are not trusted to
@@ -115,10 +136,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// The `host:port` a URL names (lower-case, port explicit): what a saved token belongs to.
 pub fn origin(url: &str) -> Result<String, ClientError> {
-    match Target::parse(Endpoint::Tcp(url.to_owned()))? {
-        Target::Tcp { authority, .. } => Ok(authority),
-        Target::Unix(_) => unreachable!("a tcp endpoint parses to a tcp target"),
-    }
+    Ok(parse_http_url(url)?.authority)
 }
 
 #[cfg(test)]
