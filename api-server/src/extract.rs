@@ -10,7 +10,9 @@ use http::{HeaderMap, header::CONTENT_TYPE, request::Parts};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::status::Status;
+use crds::json::{Duplicates, JsonError, Parsed};
+
+use crate::status::{Status, StatusCause, StatusDetails};
 
 /// Path parameters; a bad one is a 400 Status.
 #[derive(Debug)]
@@ -105,27 +107,60 @@ pub fn object_format(headers: &HeaderMap) -> Result<Format, Status> {
     }
 }
 
-/// Parses `body` as a JSON value (or YAML, whose result must be JSON-compatible).
+/// Parses `body` as a JSON value (or YAML, whose result must be JSON-compatible). A key
+/// repeated in one object is refused, in JSON as in YAML.
 pub fn parse_value(body: &[u8], format: Format) -> Result<Value, Status> {
+    parse_value_with(body, format, Duplicates::Refuse).map(|p| p.value)
+}
+
+/// [`parse_value`], with a choice for JSON keys repeated in one object: refused, or the last
+/// wins and their paths are returned. YAML refuses them whatever the choice (its parser
+/// cannot report them, and a silent last-wins is what this guards against).
+pub fn parse_value_with(
+    body: &[u8],
+    format: Format,
+    duplicates: Duplicates,
+) -> Result<Parsed, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Status::bad_request("request body is empty"));
     }
     match format {
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| Status::bad_request(format!("request body is not valid JSON: {e}"))),
-        Format::Yaml => {
-            let text = std::str::from_utf8(body)
-                .map_err(|e| Status::bad_request(format!("request body is not UTF-8: {e}")))?;
-            serde_saphyr::from_str::<Value>(text).map_err(|e| {
-                // Only the first line (`line 3 column 7: ...`): the rest is an excerpt of
-                // the body, which may hold secret values.
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or_default();
-                let first = first.strip_prefix("error: ").unwrap_or(first);
-                Status::bad_request(format!("request body is not valid YAML: {first}"))
+        Format::Json => crds::json::parse(body, duplicates).map_err(json_error),
+        Format::Yaml => parse_yaml(body).map(|value| Parsed {
+            value,
+            duplicates: Vec::new(),
+        }),
+    }
+}
+
+fn json_error(e: JsonError) -> Status {
+    let message = format!("request body is not valid JSON: {e}");
+    match e {
+        JsonError::DuplicateKey { path, .. } => {
+            Status::bad_request(message).with_details(StatusDetails {
+                causes: vec![StatusCause {
+                    reason: Some("FieldValueDuplicate".into()),
+                    message: "duplicate field".into(),
+                    field: Some(path),
+                }],
+                ..StatusDetails::default()
             })
         }
+        JsonError::Syntax(_) => Status::bad_request(message),
     }
+}
+
+fn parse_yaml(body: &[u8]) -> Result<Value, Status> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Status::bad_request(format!("request body is not UTF-8: {e}")))?;
+    serde_saphyr::from_str::<Value>(text).map_err(|e| {
+        // Only the first line (`line 3 column 7: ...`): the rest is an excerpt of the body,
+        // which may hold secret values.
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        Status::bad_request(format!("request body is not valid YAML: {first}"))
+    })
 }
 
 /// Decodes a value into `T`, naming the field that does not fit.
