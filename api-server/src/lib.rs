@@ -22,11 +22,13 @@ pub mod client;
 pub mod discovery;
 mod extract;
 pub mod metrics;
+pub mod openapi_v3;
 pub mod resources;
 mod selector;
 pub mod status;
 mod table;
 pub mod ui_stream;
+pub mod version;
 mod watch;
 
 use std::{

@@ -78,7 +78,7 @@ async fn discovery_and_openapi() {
     );
     for path in [
         "/openapi/v2",
-        "/openapi/v3",
+        "/openapi/v3/apis/other.dev/v1",
         "/nothing/here",
         "/apis/other.dev/v1/things",
     ] {
