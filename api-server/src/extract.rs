@@ -181,9 +181,8 @@ pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, Status
     })
 }
 
-/// Parses a body into an object.
-pub fn parse_object(body: &[u8], format: Format) -> Result<Object, Status> {
-    let value = parse_value(body, format)?;
+/// Decodes a parsed body into an object.
+pub fn object_from_value(value: Value) -> Result<Object, Status> {
     if !value.is_object() {
         return Err(Status::bad_request(
             "request body must be an object with apiVersion, kind, metadata and spec",
@@ -195,6 +194,10 @@ pub fn parse_object(body: &[u8], format: Format) -> Result<Object, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_object(body: &[u8], format: Format) -> Result<Object, Status> {
+        object_from_value(parse_value(body, format)?)
+    }
 
     #[test]
     fn bodies_fail_with_the_reason() {

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 mod extract;
+mod field_validation;
 pub mod metrics;
 pub mod openapi_v3;
 pub mod resources;

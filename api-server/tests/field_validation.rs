@@ -69,3 +69,146 @@ async fn duplicate_json_keys_are_refused_naming_key_and_path() {
     };
     assert_eq!(parse(&bytes)["spec"]["running"], true, "patch not applied");
 }
+
+/// A Package body with a field the kind does not have (`spec.runing`).
+fn package_with_typo(name: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"startos.dev/v1alpha1","kind":"Package","metadata":{{"name":"{name}"}},"spec":{{"source":{{"registry":"default","version":"^1.0"}},"runing":false}}}}"#
+    )
+}
+
+fn warnings(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::WARNING)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn strict_refuses_unknown_fields_naming_them() {
+    let s = TestServer::start(100).await;
+    for query in ["", "?fieldValidation=Strict"] {
+        let (code, body) = s
+            .json(
+                "POST",
+                &format!("{PACKAGES}{query}"),
+                JSON_CT,
+                &package_with_typo("strict"),
+            )
+            .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+        assert_bad_request_naming(&body, &["unknown field \"spec.runing\""]);
+        assert_eq!(body["details"]["causes"][0]["field"], "spec.runing");
+    }
+    let (code, body) = s
+        .json(
+            "POST",
+            &format!("{PACKAGES}?fieldValidation=Loose"),
+            JSON_CT,
+            &common::package_json("loose"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_bad_request_naming(&body, &["fieldValidation", "Loose"]);
+}
+
+#[tokio::test]
+async fn warn_drops_unknown_and_duplicate_fields_with_warning_headers() {
+    let s = TestServer::start(100).await;
+    let (code, headers, bytes) = s
+        .send(
+            "POST",
+            &format!("{PACKAGES}?fieldValidation=Warn"),
+            &[("content-type", JSON_CT)],
+            package_with_typo("warned"),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(
+        warnings(&headers),
+        [r#"299 - "unknown field \"spec.runing\"""#]
+    );
+    let created = parse(&bytes);
+    assert!(created["spec"].get("runing").is_none(), "{created}");
+    assert_eq!(
+        created["spec"]["running"], true,
+        "the default, not the typo"
+    );
+
+    // A repeated key: the last wins, with a warning.
+    let (code, headers, bytes) = s
+        .send(
+            "PUT",
+            &format!("{PACKAGES}/dup?fieldValidation=Warn"),
+            &[("content-type", JSON_CT)],
+            package_with_duplicate("dup"),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (code, headers2, bytes) = s
+        .send(
+            "POST",
+            &format!("{PACKAGES}?fieldValidation=Warn"),
+            &[("content-type", JSON_CT)],
+            package_with_duplicate("dup"),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        warnings(&headers).is_empty(),
+        "no warnings on a failed write"
+    );
+    assert_eq!(
+        warnings(&headers2),
+        [r#"299 - "duplicate field \"spec.running\"""#]
+    );
+    assert_eq!(parse(&bytes)["spec"]["running"], false);
+
+    // A merge patch with an unknown field.
+    let (code, headers, bytes) = s
+        .send(
+            "PATCH",
+            &format!("{PACKAGES}/warned?fieldValidation=Warn"),
+            &[("content-type", MERGE)],
+            r#"{"spec":{"running":false,"outbound":"x"}}"#,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        warnings(&headers),
+        [r#"299 - "unknown field \"spec.outbound\"""#]
+    );
+    assert_eq!(parse(&bytes)["spec"]["running"], false);
+}
+
+#[tokio::test]
+async fn ignore_drops_unknown_fields_silently() {
+    let s = TestServer::start(100).await;
+    let (code, headers, bytes) = s
+        .send(
+            "PATCH",
+            &format!("{PACKAGES}/ignored?fieldValidation=Ignore&fieldManager=t"),
+            &[("content-type", "application/apply-patch+yaml")],
+            package_with_typo("ignored"),
+        )
+        .await;
+    assert!(code.is_success(), "{}", String::from_utf8_lossy(&bytes));
+    assert!(warnings(&headers).is_empty());
+    assert!(parse(&bytes)["spec"].get("runing").is_none());
+}

@@ -216,4 +216,12 @@ async fn kubectl_drives_the_api() {
     assert!(!ok && stderr.contains("runing"), "{stderr}");
     let (ok, _, _) = k.run(&["get", "package", "typo"]).await;
     assert!(!ok, "typo must not have been created");
+    // --validate=warn: stored without the field, and kubectl shows the server's warning.
+    let (ok, _, stderr) = k
+        .run(&["apply", "--validate=warn", "-f", unknown.to_str().unwrap()])
+        .await;
+    assert!(
+        ok && stderr.contains("unknown field") && stderr.contains("runing"),
+        "{stderr}"
+    );
 }

@@ -71,6 +71,99 @@ pub fn crd(kind: &KindInfo) -> Value {
     })
 }
 
+/// Removes from `value` every field its JSON Schema does not declare, and returns the
+/// dotted paths of what was removed (`spec.runing`, `spec.interfaces.main.lann`), in
+/// document order. A field is undeclared where the schema (or every branch of a `oneOf`)
+/// lists its properties and forbids others (`additionalProperties: false`); open maps and
+/// untyped values keep everything. Works on partial objects too (a merge patch).
+///
+/// Recursion follows the value, whose depth the JSON and YAML parsers already bound.
+pub fn prune_unknown_fields(schema: &Value, value: &mut Value) -> Vec<String> {
+    let mut removed = Vec::new();
+    prune(schema, value, "", &mut removed);
+    removed
+}
+
+enum Field<'a> {
+    Declared(&'a Value),
+    Open,
+    Unknown,
+}
+
+/// The schemas an object value may match: the alternatives of `oneOf`/`anyOf`/`allOf`, and
+/// the schema itself when it describes fields (or has nothing else).
+fn branches(schema: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(list) = schema.get(key).and_then(Value::as_array) {
+            out.extend(list.iter().flat_map(branches));
+        }
+    }
+    if out.is_empty()
+        || schema.get("properties").is_some()
+        || schema.get("additionalProperties").is_some()
+    {
+        out.push(schema);
+    }
+    out
+}
+
+fn field<'a>(branches: &[&'a Value], key: &str) -> Field<'a> {
+    if let Some(s) = branches
+        .iter()
+        .find_map(|b| b.get("properties").and_then(|p| p.get(key)))
+    {
+        return Field::Declared(s);
+    }
+    let mut open = false;
+    for b in branches {
+        match b.get("additionalProperties") {
+            Some(Value::Bool(false)) => {}
+            Some(s @ Value::Object(_)) => return Field::Declared(s),
+            _ => open = true,
+        }
+    }
+    if open { Field::Open } else { Field::Unknown }
+}
+
+fn child_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn prune(schema: &Value, value: &mut Value, path: &str, removed: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            let branches = branches(schema);
+            let mut unknown = Vec::new();
+            for (key, sub) in map.iter_mut() {
+                match field(&branches, key) {
+                    Field::Declared(s) => prune(s, sub, &child_path(path, key), removed),
+                    Field::Open => {}
+                    Field::Unknown => {
+                        removed.push(child_path(path, key));
+                        unknown.push(key.clone());
+                    }
+                }
+            }
+            if !unknown.is_empty() {
+                map.retain(|k, _| !unknown.contains(k));
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(item_schema, item, &format!("{path}[{i}]"), removed);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -107,5 +200,45 @@ mod tests {
             stale.is_empty(),
             "generated files differ from the Rust types (run UPDATE_GENERATED=1 cargo test -p crds): {stale:?}"
         );
+    }
+
+    #[test]
+    fn prunes_undeclared_fields_and_names_them() {
+        let kind = crate::kind_by_name("Package").unwrap();
+        let schema = object_schema(kind);
+        let mut v = json!({
+            "apiVersion": API_VERSION,
+            "kind": "Package",
+            "metadata": {"name": "a", "anything": 1},
+            "spec": {
+                "source": {"registry": "r", "versoin": "1"},
+                "runing": true,
+                "interfaces": {"main": {"lan": true, "lann": true}},
+            },
+        });
+        let removed = prune_unknown_fields(&schema, &mut v);
+        assert_eq!(
+            removed,
+            [
+                "spec.source.versoin",
+                "spec.runing",
+                "spec.interfaces.main.lann"
+            ]
+        );
+        assert_eq!(
+            v["spec"],
+            json!({"source": {"registry": "r"}, "interfaces": {"main": {"lan": true}}})
+        );
+        assert_eq!(v["metadata"]["anything"], 1, "metadata is an open map here");
+        assert!(prune_unknown_fields(&schema, &mut v).is_empty());
+    }
+
+    #[test]
+    fn one_of_branches_declare_their_own_fields() {
+        let kind = crate::kind_by_name("BackupTarget").unwrap();
+        let schema = object_schema(kind);
+        let mut v = json!({"spec": {"local": {"path": "/x", "nope": 1}, "extra": 2}});
+        let removed = prune_unknown_fields(&schema, &mut v);
+        assert_eq!(removed, ["spec.local.nope", "spec.extra"]);
     }
 }

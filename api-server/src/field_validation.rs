@@ -1,0 +1,171 @@
+//! `?fieldValidation=Strict|Warn|Ignore` on writes, as kube-apiserver honours it: what to
+//! do with fields the kind does not declare and with JSON keys written twice.
+//!
+//! - `Strict` (also when the parameter is absent): both are errors, and nothing is written.
+//!   Kubernetes defaults to `Warn`; this API refused unknown fields before it had the
+//!   parameter, and a typo silently dropped from a person's desired state is the failure
+//!   it exists to prevent, so the stricter default stays.
+//! - `Warn`: unknown fields are dropped, the last of repeated keys wins, and each is named in
+//!   a `Warning: 299 - "..."` response header (kubectl prints them).
+//! - `Ignore`: the same, without the headers.
+//!
+//! Repeated keys in YAML bodies are refused whatever the mode: the YAML parser refuses them
+//! and cannot say which they were.
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use axum::response::Response;
+use crds::{KindInfo, json::Duplicates, kinds, schema::object_schema};
+use http::HeaderValue;
+use serde_json::{Value, json};
+
+use crate::{
+    extract::{Format, parse_value_with},
+    status::{Status, StatusCause, StatusDetails},
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    #[default]
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    /// The query parameter's value; absent or empty is `Strict`.
+    pub fn parse(value: Option<&str>) -> Result<Self, Status> {
+        match value {
+            None | Some("" | "Strict") => Ok(Self::Strict),
+            Some("Warn") => Ok(Self::Warn),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some(other) => Err(Status::bad_request(format!(
+                "invalid fieldValidation value {other:?}: expected Strict, Warn or Ignore"
+            ))),
+        }
+    }
+
+    fn duplicates(self) -> Duplicates {
+        match self {
+            Self::Strict => Duplicates::Refuse,
+            Self::Warn | Self::Ignore => Duplicates::LastWins,
+        }
+    }
+}
+
+/// What a write should tell the client in `Warning` headers.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Warnings(Vec<String>);
+
+impl Warnings {
+    /// Adds one `Warning: 299 - "<text>"` header per warning to `response`.
+    pub fn add_to(self, mut response: Response) -> Response {
+        for text in self.0 {
+            let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+            // Field names come from the request and may hold bytes a header cannot carry.
+            if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+                response.headers_mut().append(http::header::WARNING, value);
+            }
+        }
+        response
+    }
+}
+
+/// The schema of a whole object of each kind, closed at the top level as [`crds::Object`]
+/// is (the generated CRD schema leaves it open, since Kubernetes forbids closing it there).
+fn schema_of(kind: &KindInfo) -> &'static Value {
+    static SCHEMAS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        kinds()
+            .iter()
+            .map(|k| {
+                let mut schema = object_schema(k);
+                schema["additionalProperties"] = json!(false);
+                (k.kind, schema)
+            })
+            .collect()
+    });
+    &schemas[kind.kind]
+}
+
+/// Parses a write's body (a whole object, or a merge patch of one) and applies `mode` to its
+/// repeated keys and undeclared fields.
+pub fn checked_body(
+    kind: &KindInfo,
+    body: &[u8],
+    format: Format,
+    mode: FieldValidation,
+) -> Result<(Value, Warnings), Status> {
+    let parsed = parse_value_with(body, format, mode.duplicates())?;
+    let mut value = parsed.value;
+    let unknown = crds::schema::prune_unknown_fields(schema_of(kind), &mut value);
+    if mode == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(unknown_fields_error(kind, &unknown));
+    }
+    let warnings = if mode == FieldValidation::Warn {
+        let duplicates = parsed
+            .duplicates
+            .iter()
+            .map(|path| format!("duplicate field {path:?}"));
+        let unknown = unknown.iter().map(|path| format!("unknown field {path:?}"));
+        Warnings(duplicates.chain(unknown).collect())
+    } else {
+        Warnings::default()
+    };
+    Ok((value, warnings))
+}
+
+fn unknown_fields_error(kind: &KindInfo, unknown: &[String]) -> Status {
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|path| format!("unknown field {path:?}"))
+        .collect();
+    Status::bad_request(format!(
+        "strict decoding error: {} (the {} kind has no such field; send fieldValidation=Warn or Ignore to drop it)",
+        listed.join(", "),
+        kind.kind
+    ))
+    .with_details(StatusDetails {
+        kind: Some(kind.plural.to_owned()),
+        group: Some(crds::GROUP.to_owned()),
+        causes: unknown
+            .iter()
+            .map(|path| StatusCause {
+                reason: Some("FieldValueInvalid".into()),
+                message: "unknown field".into(),
+                field: Some(path.clone()),
+            })
+            .collect(),
+        ..StatusDetails::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_refuse_others() {
+        assert_eq!(
+            FieldValidation::parse(None).unwrap(),
+            FieldValidation::Strict
+        );
+        assert_eq!(
+            FieldValidation::parse(Some("Warn")).unwrap(),
+            FieldValidation::Warn
+        );
+        let e = FieldValidation::parse(Some("strict")).unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn warnings_become_quoted_headers() {
+        let response = Warnings(vec![r#"unknown field "spec.x""#.into()])
+            .add_to(Response::new(axum::body::Body::empty()));
+        assert_eq!(
+            response.headers()[http::header::WARNING],
+            r#"299 - "unknown field \"spec.x\"""#
+        );
+    }
+}
