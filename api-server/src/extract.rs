@@ -133,20 +133,38 @@ pub fn parse_value_with(
     }
 }
 
+/// A key as long as the body would make the error as long as the body: show its start.
+fn cut(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 fn json_error(e: JsonError) -> Status {
-    let message = format!("request body is not valid JSON: {e}");
     match e {
-        JsonError::DuplicateKey { path, .. } => {
-            Status::bad_request(message).with_details(StatusDetails {
-                causes: vec![StatusCause {
-                    reason: Some("FieldValueDuplicate".into()),
-                    message: "duplicate field".into(),
-                    field: Some(path),
-                }],
-                ..StatusDetails::default()
-            })
+        JsonError::DuplicateKey {
+            key,
+            path,
+            line,
+            column,
+        } => Status::bad_request(format!(
+            "request body is not valid JSON: duplicate key {:?} at {} (line {line}, column {column})",
+            cut(&key),
+            cut(&path)
+        ))
+        .with_details(StatusDetails {
+            causes: vec![StatusCause {
+                reason: Some("FieldValueDuplicate".into()),
+                message: "duplicate field".into(),
+                field: Some(cut(&path)),
+            }],
+            ..StatusDetails::default()
+        }),
+        JsonError::Syntax(e) => {
+            Status::bad_request(format!("request body is not valid JSON: {e}"))
         }
-        JsonError::Syntax(_) => Status::bad_request(message),
     }
 }
 

@@ -53,6 +53,38 @@ impl FieldValidation {
     }
 }
 
+/// At most this many fields are named one by one, in headers or in an error; the rest are
+/// counted. A 2 MiB body can hold a hundred thousand unknown fields, and common clients
+/// give up on a response with more than about a hundred headers (Python's http.client).
+const MAX_LISTED: usize = 16;
+
+/// Field paths come from the request: one key can be as long as the body.
+const MAX_PATH_CHARS: usize = 200;
+
+/// `path`, cut to [`MAX_PATH_CHARS`] characters (marked with `...`).
+fn shown(path: &str) -> String {
+    match path.char_indices().nth(MAX_PATH_CHARS) {
+        Some((end, _)) => format!("{}...", &path[..end]),
+        None => path.to_owned(),
+    }
+}
+
+/// "unknown field \"a\"" for the first [`MAX_LISTED`] paths, then how many were left out.
+fn listed(what: &str, paths: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .iter()
+        .take(MAX_LISTED)
+        .map(|p| format!("{what} {:?}", shown(p)))
+        .collect();
+    if paths.len() > MAX_LISTED {
+        out.push(format!(
+            "{} more {what}s not listed",
+            paths.len() - MAX_LISTED
+        ));
+    }
+    out
+}
+
 /// What a write should tell the client in `Warning` headers.
 #[derive(Debug, Default)]
 #[must_use]
@@ -104,12 +136,9 @@ pub fn checked_body(
         return Err(unknown_fields_error(kind, &unknown));
     }
     let warnings = if mode == FieldValidation::Warn {
-        let duplicates = parsed
-            .duplicates
-            .iter()
-            .map(|path| format!("duplicate field {path:?}"));
-        let unknown = unknown.iter().map(|path| format!("unknown field {path:?}"));
-        Warnings(duplicates.chain(unknown).collect())
+        let mut all = listed("duplicate field", &parsed.duplicates);
+        all.extend(listed("unknown field", &unknown));
+        Warnings(all)
     } else {
         Warnings::default()
     };
@@ -117,13 +146,9 @@ pub fn checked_body(
 }
 
 fn unknown_fields_error(kind: &KindInfo, unknown: &[String]) -> Status {
-    let listed: Vec<String> = unknown
-        .iter()
-        .map(|path| format!("unknown field {path:?}"))
-        .collect();
     Status::bad_request(format!(
         "strict decoding error: {} (the {} kind has no such field; send fieldValidation=Warn or Ignore to drop it)",
-        listed.join(", "),
+        listed("unknown field", unknown).join(", "),
         kind.kind
     ))
     .with_details(StatusDetails {
@@ -131,10 +156,11 @@ fn unknown_fields_error(kind: &KindInfo, unknown: &[String]) -> Status {
         group: Some(crds::GROUP.to_owned()),
         causes: unknown
             .iter()
+            .take(MAX_LISTED)
             .map(|path| StatusCause {
                 reason: Some("FieldValueInvalid".into()),
                 message: "unknown field".into(),
-                field: Some(path.clone()),
+                field: Some(shown(path)),
             })
             .collect(),
         ..StatusDetails::default()
@@ -157,6 +183,16 @@ mod tests {
         );
         let e = FieldValidation::parse(Some("strict")).unwrap_err();
         assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn long_lists_and_long_paths_are_cut() {
+        let paths: Vec<String> = (0..10_000).map(|i| format!("spec.f{i}")).collect();
+        let out = listed("unknown field", &paths);
+        assert_eq!(out.len(), MAX_LISTED + 1);
+        assert_eq!(out[MAX_LISTED], "9984 more unknown fields not listed");
+        let long = "é".repeat(100_000);
+        assert_eq!(shown(&long).chars().count(), MAX_PATH_CHARS + 3);
     }
 
     #[test]

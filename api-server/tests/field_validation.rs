@@ -212,3 +212,75 @@ async fn ignore_drops_unknown_fields_silently() {
     assert!(warnings(&headers).is_empty());
     assert!(parse(&bytes)["spec"].get("runing").is_none());
 }
+
+/// A Package whose spec has `n` fields the kind does not have, each with a long name.
+fn package_with_unknown_fields(name: &str, n: usize) -> String {
+    let mut spec = serde_json::Map::new();
+    spec.insert(
+        "source".into(),
+        serde_json::json!({"registry": "default", "version": "^1.0"}),
+    );
+    for i in 0..n {
+        spec.insert(
+            format!("unknown{i:05}{}", "x".repeat(300)),
+            Value::Bool(true),
+        );
+    }
+    serde_json::json!({
+        "apiVersion": "startos.dev/v1alpha1",
+        "kind": "Package",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn thousands_of_unknown_fields_give_a_bounded_answer() {
+    let s = TestServer::start(100).await;
+    let body = package_with_unknown_fields("many", 5_000);
+    let (code, headers, bytes) = s
+        .send(
+            "POST",
+            &format!("{PACKAGES}?fieldValidation=Warn"),
+            &[("content-type", JSON_CT)],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let warned = warnings(&headers);
+    let header_bytes: usize = warned.iter().map(String::len).sum();
+    assert!(warned.len() <= 17, "{} Warning headers", warned.len());
+    assert!(
+        header_bytes < 8 * 1024,
+        "{header_bytes} bytes of Warning headers"
+    );
+    assert!(
+        warned
+            .last()
+            .unwrap()
+            .contains("4984 more unknown fields not listed"),
+        "{warned:?}"
+    );
+
+    let (code, _, bytes) = s
+        .send(
+            "POST",
+            PACKAGES,
+            &[("content-type", JSON_CT)],
+            body.replace("\"many\"", "\"strict\""),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        bytes.len() < 16 * 1024,
+        "a {} byte error for a {} byte body",
+        bytes.len(),
+        body.len()
+    );
+}
