@@ -2,6 +2,8 @@
 //! do with fields the kind does not declare and with JSON keys written twice.
 //!
 //! - `Strict` (also when the parameter is absent): both are errors, and nothing is written.
+//!   An unknown field is a 422 `Invalid` naming each field, the answer this API gave before
+//!   it had the parameter (and the one the store gives), where kube-apiserver says 400.
 //!   Kubernetes defaults to `Warn`; this API refused unknown fields before it had the
 //!   parameter, and a typo silently dropped from a person's desired state is the failure
 //!   it exists to prevent, so the stricter default stays.
@@ -15,13 +17,14 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use axum::response::Response;
-use crds::{KindInfo, json::Duplicates, kinds, schema::object_schema};
+use crds::{KindInfo, ValidationErrors, json::Duplicates, kinds, schema::object_schema};
 use http::HeaderValue;
 use serde_json::{Value, json};
+use store::StoreError;
 
 use crate::{
     extract::{Format, parse_value_with},
-    status::{Status, StatusCause, StatusDetails},
+    status::Status,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,18 +125,30 @@ fn schema_of(kind: &KindInfo) -> &'static Value {
 }
 
 /// Parses a write's body (a whole object, or a merge patch of one) and applies `mode` to its
-/// repeated keys and undeclared fields.
+/// repeated keys and undeclared fields. `name` is the object's name from the URL, if any.
 pub fn checked_body(
     kind: &KindInfo,
+    name: Option<&str>,
     body: &[u8],
     format: Format,
     mode: FieldValidation,
 ) -> Result<(Value, Warnings), Status> {
     let parsed = parse_value_with(body, format, mode.duplicates())?;
     let mut value = parsed.value;
+    let other_kind = value["kind"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty() && k != kind.kind);
+    if other_kind {
+        // Checked against the wrong kind, every field would be unknown: leave it to the
+        // envelope check, which says that the kind does not match the URL.
+        return Ok((value, Warnings::default()));
+    }
     let unknown = crds::schema::prune_unknown_fields(schema_of(kind), &mut value);
     if mode == FieldValidation::Strict && !unknown.is_empty() {
-        return Err(unknown_fields_error(kind, &unknown));
+        let name = name
+            .or_else(|| value["metadata"]["name"].as_str())
+            .unwrap_or_default();
+        return Err(unknown_fields_error(kind, name, &unknown));
     }
     let warnings = if mode == FieldValidation::Warn {
         let mut all = listed("duplicate field", &parsed.duplicates);
@@ -145,26 +160,21 @@ pub fn checked_body(
     Ok((value, warnings))
 }
 
-fn unknown_fields_error(kind: &KindInfo, unknown: &[String]) -> Status {
-    Status::bad_request(format!(
-        "strict decoding error: {} (the {} kind has no such field; send fieldValidation=Warn or Ignore to drop it)",
-        listed("unknown field", unknown).join(", "),
-        kind.kind
-    ))
-    .with_details(StatusDetails {
-        kind: Some(kind.plural.to_owned()),
-        group: Some(crds::GROUP.to_owned()),
-        causes: unknown
-            .iter()
-            .take(MAX_LISTED)
-            .map(|path| StatusCause {
-                reason: Some("FieldValueInvalid".into()),
-                message: "unknown field".into(),
-                field: Some(shown(path)),
-            })
-            .collect(),
-        ..StatusDetails::default()
-    })
+fn unknown_fields_error(kind: &KindInfo, name: &str, unknown: &[String]) -> Status {
+    let mut errors = ValidationErrors::default();
+    for path in unknown.iter().take(MAX_LISTED) {
+        errors.push(shown(path), "unknown field");
+    }
+    if unknown.len() > MAX_LISTED {
+        errors.push(
+            "",
+            format!(
+                "{} more unknown fields not listed",
+                unknown.len() - MAX_LISTED
+            ),
+        );
+    }
+    Status::from(&StoreError::invalid(kind.kind, name, errors))
 }
 
 #[cfg(test)]

@@ -241,7 +241,8 @@ async fn create(
 ) -> Result<Response, Status> {
     let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let (mut obj, warnings) = checked_object(kind, &body, object_format(&headers)?, &params)?;
+    let format = object_format(&headers)?;
+    let (mut obj, warnings) = checked_object(kind, None, &body, format, &params)?;
     check_envelope(kind, &mut obj, None)?;
     let created = state.store.create(obj, &opts).await?;
     Ok(warnings.add_to((StatusCode::CREATED, Json(created)).into_response()))
@@ -257,7 +258,8 @@ async fn replace<const STATUS: bool>(
 ) -> Result<Response, Status> {
     let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let (mut obj, warnings) = checked_object(kind, &body, object_format(&headers)?, &params)?;
+    let format = object_format(&headers)?;
+    let (mut obj, warnings) = checked_object(kind, Some(&name), &body, format, &params)?;
     check_envelope(kind, &mut obj, Some(&name))?;
     let updated = if STATUS {
         state.store.update_status(obj, &opts).await?
@@ -273,11 +275,13 @@ const PATCH_TYPES: &str =
 /// Parses a create, replace or apply body into an object, applying `?fieldValidation`.
 fn checked_object(
     kind: &KindInfo,
+    name: Option<&str>,
     body: &[u8],
     format: Format,
     params: &Params,
 ) -> Result<(Object, Warnings), Status> {
-    let (value, warnings) = checked_body(kind, body, format, params.field_validation()?)?;
+    let mode = params.field_validation()?;
+    let (value, warnings) = checked_body(kind, name, body, format, mode)?;
     Ok((object_from_value(value)?, warnings))
 }
 
@@ -292,8 +296,8 @@ fn decode_patch(
 ) -> Result<(Patch, Warnings), Status> {
     match content_type(headers).as_deref() {
         Some("application/merge-patch+json") => {
-            let (value, warnings) =
-                checked_body(kind, body, Format::Json, params.field_validation()?)?;
+            let mode = params.field_validation()?;
+            let (value, warnings) = checked_body(kind, Some(name), body, Format::Json, mode)?;
             if !value.is_object() {
                 return Err(Status::bad_request("a merge patch must be a JSON object"));
             }
@@ -307,7 +311,7 @@ fn decode_patch(
         Some("application/apply-patch+yaml") => {
             let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
             let format = if json { Format::Json } else { Format::Yaml };
-            let (mut obj, warnings) = checked_object(kind, body, format, params)?;
+            let (mut obj, warnings) = checked_object(kind, Some(name), body, format, params)?;
             check_envelope(kind, &mut obj, Some(name))?;
             Ok((Patch::Apply(Box::new(obj)), warnings))
         }

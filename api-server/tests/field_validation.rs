@@ -97,9 +97,13 @@ async fn strict_refuses_unknown_fields_naming_them() {
                 &package_with_typo("strict"),
             )
             .await;
-        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-        assert_bad_request_naming(&body, &["unknown field \"spec.runing\""]);
+        // 422 Invalid, as the store refuses an unknown field (kube-apiserver says 400).
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["reason"], "Invalid", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("spec.runing: unknown field"), "{message}");
         assert_eq!(body["details"]["causes"][0]["field"], "spec.runing");
+        assert_eq!(body["details"]["name"], "strict");
     }
     let (code, body) = s
         .json(
@@ -276,7 +280,7 @@ async fn thousands_of_unknown_fields_give_a_bounded_answer() {
             body.replace("\"many\"", "\"strict\""),
         )
         .await;
-    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         bytes.len() < 16 * 1024,
         "a {} byte error for a {} byte body",

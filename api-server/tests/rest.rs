@@ -502,7 +502,8 @@ async fn hostile_requests_get_status_objects() {
             PACKAGES.into(),
             JSON,
             br#"{"kind":"Package","surprise":1}"#.to_vec(),
-            400,
+            // An unknown field is Invalid, wherever it is (fieldValidation=Strict).
+            422,
         ),
         (
             "POST",
