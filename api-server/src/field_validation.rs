@@ -17,7 +17,14 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use axum::response::Response;
-use crds::{KindInfo, ValidationErrors, json::Duplicates, kinds, schema::object_schema};
+use crds::{
+    KindInfo, ValidationErrors,
+    json::Duplicates,
+    kinds,
+    schema::{
+        PointerTarget, object_schema, pointer_to_path, prune_unknown_fields, schema_at_pointer,
+    },
+};
 use http::HeaderValue;
 use serde_json::{Value, json};
 use store::StoreError;
@@ -144,20 +151,83 @@ pub fn checked_body(
         return Ok((value, Warnings::default()));
     }
     let unknown = crds::schema::prune_unknown_fields(schema_of(kind), &mut value);
-    if mode == FieldValidation::Strict && !unknown.is_empty() {
-        let name = name
-            .or_else(|| value["metadata"]["name"].as_str())
-            .unwrap_or_default();
-        return Err(unknown_fields_error(kind, name, &unknown));
-    }
-    let warnings = if mode == FieldValidation::Warn {
-        let mut all = listed("duplicate field", &parsed.duplicates);
-        all.extend(listed("unknown field", &unknown));
-        Warnings(all)
-    } else {
-        Warnings::default()
-    };
+    let warnings = verdict(kind, name, &value, mode, &parsed.duplicates, &unknown)?;
     Ok((value, warnings))
+}
+
+/// Applies `mode` to a JSON patch (RFC 6902): an operation that writes to an undeclared
+/// field is dropped, and undeclared fields inside the values written are pruned, so that
+/// Warn and Ignore work here as for the other bodies.
+pub fn checked_json_patch(
+    kind: &KindInfo,
+    name: &str,
+    body: &[u8],
+    mode: FieldValidation,
+) -> Result<(Value, Warnings), Status> {
+    let parsed = parse_value_with(body, Format::Json, mode.duplicates())?;
+    let mut ops = parsed.value;
+    let mut unknown = Vec::new();
+    if let Value::Array(list) = &mut ops {
+        list.retain_mut(|op| keep_patch_op(schema_of(kind), op, &mut unknown));
+    }
+    let warnings = verdict(kind, Some(name), &ops, mode, &parsed.duplicates, &unknown)?;
+    Ok((ops, warnings))
+}
+
+/// Whether a JSON patch operation stays; records the undeclared fields it writes. Malformed
+/// operations stay, for the patch decoder to refuse with its own message.
+fn keep_patch_op(schema: &Value, op: &mut Value, unknown: &mut Vec<String>) -> bool {
+    let writes = matches!(op["op"].as_str(), Some("add" | "replace" | "move" | "copy"));
+    let Some(pointer) = op["path"].as_str().filter(|_| writes) else {
+        return true;
+    };
+    let path = pointer_to_path(pointer);
+    match schema_at_pointer(schema, pointer) {
+        PointerTarget::Undeclared => {
+            unknown.push(path);
+            false
+        }
+        PointerTarget::Open => true,
+        PointerTarget::Declared(sub) => {
+            if let Some(value) = op.get_mut("value") {
+                let removed = prune_unknown_fields(sub, value);
+                unknown.extend(removed.into_iter().map(|r| {
+                    if path.is_empty() {
+                        r
+                    } else {
+                        format!("{path}.{r}")
+                    }
+                }));
+            }
+            true
+        }
+    }
+}
+
+/// The outcome of a body's field check: an error under Strict when something was unknown
+/// (repeated keys were refused by the parser already), else the warnings to send.
+fn verdict(
+    kind: &KindInfo,
+    name: Option<&str>,
+    value: &Value,
+    mode: FieldValidation,
+    duplicates: &[String],
+    unknown: &[String],
+) -> Result<Warnings, Status> {
+    match mode {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            let name = name
+                .or_else(|| value["metadata"]["name"].as_str())
+                .unwrap_or_default();
+            Err(unknown_fields_error(kind, name, unknown))
+        }
+        FieldValidation::Warn => {
+            let mut all = listed("duplicate field", duplicates);
+            all.extend(listed("unknown field", unknown));
+            Ok(Warnings(all))
+        }
+        FieldValidation::Strict | FieldValidation::Ignore => Ok(Warnings::default()),
+    }
 }
 
 fn unknown_fields_error(kind: &KindInfo, name: &str, unknown: &[String]) -> Status {

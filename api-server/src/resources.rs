@@ -31,7 +31,7 @@ use crate::{
         ApiBody, ApiPath, ApiQuery, Format, content_type, decode, object_format, object_from_value,
         parse_value,
     },
-    field_validation::{FieldValidation, Warnings, checked_body},
+    field_validation::{FieldValidation, Warnings, checked_body, checked_json_patch},
     selector::Selector,
     status::{Status, StatusDetails},
     table,
@@ -285,8 +285,7 @@ fn checked_object(
     Ok((object_from_value(value)?, warnings))
 }
 
-/// Decodes a PATCH body by its Content-Type. A JSON patch (RFC 6902) names fields in its
-/// paths: undeclared ones are left to the store, which refuses them in every mode.
+/// Decodes a PATCH body by its Content-Type.
 fn decode_patch(
     kind: &KindInfo,
     name: &str,
@@ -304,9 +303,10 @@ fn decode_patch(
             Ok((Patch::Merge(value), warnings))
         }
         Some("application/json-patch+json") => {
-            let value = parse_value(body, Format::Json)?;
+            let mode = params.field_validation()?;
+            let (value, warnings) = checked_json_patch(kind, name, body, mode)?;
             let patch = decode(value, "JSON patch (RFC 6902)")?;
-            Ok((Patch::Json(patch), Warnings::default()))
+            Ok((Patch::Json(patch), warnings))
         }
         Some("application/apply-patch+yaml") => {
             let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');

@@ -288,3 +288,47 @@ async fn thousands_of_unknown_fields_give_a_bounded_answer() {
         body.len()
     );
 }
+
+#[tokio::test]
+async fn json_patches_honour_field_validation_too() {
+    let s = TestServer::start(100).await;
+    let (code, _) = s
+        .json("POST", PACKAGES, JSON_CT, &common::package_json("jp"))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let patch = r#"[
+        {"op":"replace","path":"/spec/running","value":false},
+        {"op":"add","path":"/spec/runing","value":true},
+        {"op":"add","path":"/spec/interfaces","value":{"main":{"tor":true,"lann":true}}}
+    ]"#;
+    let path = |query: &str| format!("{PACKAGES}/jp{query}");
+    let json_patch = [("content-type", "application/json-patch+json")];
+
+    let (code, _, bytes) = s.send("PATCH", &path(""), &json_patch, patch).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    let body = parse(&bytes);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.runing: unknown field")
+            && message.contains("spec.interfaces.main.lann: unknown field"),
+        "{message}"
+    );
+
+    let (code, headers, bytes) = s
+        .send("PATCH", &path("?fieldValidation=Warn"), &json_patch, patch)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        warnings(&headers),
+        [
+            r#"299 - "unknown field \"spec.runing\"""#,
+            r#"299 - "unknown field \"spec.interfaces.main.lann\"""#
+        ]
+    );
+    let patched = parse(&bytes);
+    assert_eq!(patched["spec"]["running"], false);
+    assert_eq!(
+        patched["spec"]["interfaces"]["main"],
+        serde_json::json!({"tor": true})
+    );
+}

@@ -164,6 +164,67 @@ fn prune(schema: &Value, value: &mut Value, path: &str, removed: &mut Vec<String
     }
 }
 
+/// Where a JSON pointer (RFC 6901, as in a JSON patch) lands in a schema.
+#[derive(Debug, PartialEq)]
+pub enum PointerTarget<'a> {
+    /// A declared field (or array item, or map entry), with its schema.
+    Declared(&'a Value),
+    /// Inside a value the schema leaves open: anything goes.
+    Open,
+    /// A field the schema does not declare.
+    Undeclared,
+}
+
+/// The segments of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`); `None` when it is
+/// not a pointer (non-empty and not starting with `/`).
+fn pointer_segments(pointer: &str) -> Option<Vec<String>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = pointer.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
+/// Follows `pointer` through `schema`. A pointer that is not one is [`PointerTarget::Open`]:
+/// the patch is refused for it later, with a better message.
+pub fn schema_at_pointer<'a>(schema: &'a Value, pointer: &str) -> PointerTarget<'a> {
+    let Some(segments) = pointer_segments(pointer) else {
+        return PointerTarget::Open;
+    };
+    let mut current = schema;
+    for seg in &segments {
+        let is_index = seg == "-" || seg.parse::<usize>().is_ok();
+        if let (true, Some(items)) = (is_index, current.get("items")) {
+            current = items;
+            continue;
+        }
+        match field(&branches(current), seg) {
+            Field::Declared(s) => current = s,
+            Field::Open => return PointerTarget::Open,
+            Field::Unknown => return PointerTarget::Undeclared,
+        }
+    }
+    PointerTarget::Declared(current)
+}
+
+/// A JSON pointer as a dotted path (`/spec/interfaces/main` is `spec.interfaces.main`,
+/// `/items/0` is `items[0]`), the way validation errors name fields.
+pub fn pointer_to_path(pointer: &str) -> String {
+    let mut path = String::new();
+    for seg in pointer_segments(pointer).unwrap_or_default() {
+        if seg.parse::<usize>().is_ok() && !path.is_empty() {
+            path.push_str(&format!("[{seg}]"));
+        } else {
+            path = child_path(&path, &seg);
+        }
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -240,5 +301,34 @@ mod tests {
         let mut v = json!({"spec": {"local": {"path": "/x", "nope": 1}, "extra": 2}});
         let removed = prune_unknown_fields(&schema, &mut v);
         assert_eq!(removed, ["spec.local.nope", "spec.extra"]);
+    }
+
+    #[test]
+    fn pointers_land_on_declared_open_or_undeclared_fields() {
+        let schema = object_schema(crate::kind_by_name("Package").unwrap());
+        assert!(matches!(
+            schema_at_pointer(&schema, "/spec/running"),
+            PointerTarget::Declared(s) if s["type"] == "boolean"
+        ));
+        assert!(matches!(
+            schema_at_pointer(&schema, "/spec/interfaces/main/domains/-"),
+            PointerTarget::Declared(s) if s["type"] == "string"
+        ));
+        assert_eq!(
+            schema_at_pointer(&schema, "/spec/runing"),
+            PointerTarget::Undeclared
+        );
+        assert!(matches!(
+            schema_at_pointer(&schema, "/metadata/labels/a~1b"),
+            PointerTarget::Declared(s) if s["type"] == "string"
+        ));
+        assert_eq!(
+            schema_at_pointer(&schema, "/metadata/anything/at/all"),
+            PointerTarget::Open
+        );
+        assert_eq!(
+            pointer_to_path("/spec/interfaces/a~1b/domains/0"),
+            "spec.interfaces.a/b.domains[0]"
+        );
     }
 }
