@@ -224,4 +224,15 @@ async fn kubectl_drives_the_api() {
         ok && stderr.contains("unknown field") && stderr.contains("runing"),
         "{stderr}"
     );
+    // --validate=false: dropped without a word.
+    std::fs::write(
+        &unknown,
+        package_yaml("typo", false).replace("  running:", "  runing: true\n  running:"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = k
+        .run(&["apply", "--validate=false", "-f", unknown.to_str().unwrap()])
+        .await;
+    assert!(ok && stdout.contains("configured"), "{stdout} {stderr}");
+    assert!(!stderr.contains("runing"), "{stderr}");
 }
