@@ -22,7 +22,8 @@ use crds::{
     json::Duplicates,
     kinds,
     schema::{
-        PointerTarget, object_schema, pointer_to_path, prune_unknown_fields, schema_at_pointer,
+        PointerTarget, object_schema, pointer_to_path, prune_unknown_fields,
+        prune_unknown_fields_in_merge_patch, schema_at_pointer,
     },
 };
 use http::HeaderValue;
@@ -131,13 +132,23 @@ fn schema_of(kind: &KindInfo) -> &'static Value {
     &schemas[kind.kind]
 }
 
-/// Parses a write's body (a whole object, or a merge patch of one) and applies `mode` to its
-/// repeated keys and undeclared fields. `name` is the object's name from the URL, if any.
+/// What a body holds, which decides what its `null`s mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// A whole object (create, replace, server-side apply).
+    Object,
+    /// A JSON merge patch, where `null` deletes.
+    MergePatch,
+}
+
+/// Parses a write's body and applies `mode` to its repeated keys and undeclared fields.
+/// `name` is the object's name from the URL, if any.
 pub fn checked_body(
     kind: &KindInfo,
     name: Option<&str>,
     body: &[u8],
     format: Format,
+    body_kind: BodyKind,
     mode: FieldValidation,
 ) -> Result<(Value, Warnings), Status> {
     let parsed = parse_value_with(body, format, mode.duplicates())?;
@@ -150,7 +161,10 @@ pub fn checked_body(
         // envelope check, which says that the kind does not match the URL.
         return Ok((value, Warnings::default()));
     }
-    let unknown = crds::schema::prune_unknown_fields(schema_of(kind), &mut value);
+    let unknown = match body_kind {
+        BodyKind::Object => prune_unknown_fields(schema_of(kind), &mut value),
+        BodyKind::MergePatch => prune_unknown_fields_in_merge_patch(schema_of(kind), &mut value),
+    };
     let warnings = verdict(kind, name, &value, mode, &parsed.duplicates, &unknown)?;
     Ok((value, warnings))
 }

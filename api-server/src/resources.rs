@@ -31,7 +31,7 @@ use crate::{
         ApiBody, ApiPath, ApiQuery, Format, content_type, decode, object_format, object_from_value,
         parse_value,
     },
-    field_validation::{FieldValidation, Warnings, checked_body, checked_json_patch},
+    field_validation::{BodyKind, FieldValidation, Warnings, checked_body, checked_json_patch},
     selector::Selector,
     status::{Status, StatusDetails},
     table,
@@ -281,7 +281,7 @@ fn checked_object(
     params: &Params,
 ) -> Result<(Object, Warnings), Status> {
     let mode = params.field_validation()?;
-    let (value, warnings) = checked_body(kind, name, body, format, mode)?;
+    let (value, warnings) = checked_body(kind, name, body, format, BodyKind::Object, mode)?;
     Ok((object_from_value(value)?, warnings))
 }
 
@@ -296,7 +296,14 @@ fn decode_patch(
     match content_type(headers).as_deref() {
         Some("application/merge-patch+json") => {
             let mode = params.field_validation()?;
-            let (value, warnings) = checked_body(kind, Some(name), body, Format::Json, mode)?;
+            let (value, warnings) = checked_body(
+                kind,
+                Some(name),
+                body,
+                Format::Json,
+                BodyKind::MergePatch,
+                mode,
+            )?;
             if !value.is_object() {
                 return Err(Status::bad_request("a merge patch must be a JSON object"));
             }

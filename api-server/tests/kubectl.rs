@@ -235,4 +235,9 @@ async fn kubectl_drives_the_api() {
         .await;
     assert!(ok && stdout.contains("configured"), "{stdout} {stderr}");
     assert!(!stderr.contains("runing"), "{stderr}");
+    // The last applied configuration now holds the unknown field, so the next default apply
+    // of the corrected file patches it to null: a deletion of nothing, not an unknown field.
+    std::fs::write(&unknown, package_yaml("typo", true)).unwrap();
+    let out = k.ok(&["apply", "-f", unknown.to_str().unwrap()]).await;
+    assert!(out.contains("package.startos.dev/typo configured"), "{out}");
 }

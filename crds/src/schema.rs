@@ -80,8 +80,24 @@ pub fn crd(kind: &KindInfo) -> Value {
 /// Recursion follows the value, whose depth the JSON and YAML parsers already bound.
 pub fn prune_unknown_fields(schema: &Value, value: &mut Value) -> Vec<String> {
     let mut removed = Vec::new();
-    prune(schema, value, "", &mut removed);
+    prune(schema, value, "", Nulls::AreFields, &mut removed);
     removed
+}
+
+/// [`prune_unknown_fields`] for a JSON merge patch (RFC 7386), where `null` deletes a field:
+/// deleting a field the kind cannot have changes nothing, so such a `null` is dropped
+/// without being reported. kubectl sends exactly that when a field that was applied once
+/// (and dropped as unknown) leaves the file.
+pub fn prune_unknown_fields_in_merge_patch(schema: &Value, patch: &mut Value) -> Vec<String> {
+    let mut removed = Vec::new();
+    prune(schema, patch, "", Nulls::AreDeletions, &mut removed);
+    removed
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nulls {
+    AreFields,
+    AreDeletions,
 }
 
 enum Field<'a> {
@@ -134,17 +150,19 @@ fn child_path(path: &str, key: &str) -> String {
     }
 }
 
-fn prune(schema: &Value, value: &mut Value, path: &str, removed: &mut Vec<String>) {
+fn prune(schema: &Value, value: &mut Value, path: &str, nulls: Nulls, removed: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             let branches = branches(schema);
             let mut unknown = Vec::new();
             for (key, sub) in map.iter_mut() {
                 match field(&branches, key) {
-                    Field::Declared(s) => prune(s, sub, &child_path(path, key), removed),
+                    Field::Declared(s) => prune(s, sub, &child_path(path, key), nulls, removed),
                     Field::Open => {}
                     Field::Unknown => {
-                        removed.push(child_path(path, key));
+                        if !(sub.is_null() && nulls == Nulls::AreDeletions) {
+                            removed.push(child_path(path, key));
+                        }
                         unknown.push(key.clone());
                     }
                 }
@@ -156,7 +174,7 @@ fn prune(schema: &Value, value: &mut Value, path: &str, removed: &mut Vec<String
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
-                    prune(item_schema, item, &format!("{path}[{i}]"), removed);
+                    prune(item_schema, item, &format!("{path}[{i}]"), nulls, removed);
                 }
             }
         }
@@ -330,5 +348,16 @@ mod tests {
             pointer_to_path("/spec/interfaces/a~1b/domains/0"),
             "spec.interfaces.a/b.domains[0]"
         );
+    }
+
+    #[test]
+    fn a_merge_patch_may_delete_what_cannot_exist() {
+        let schema = object_schema(crate::kind_by_name("Package").unwrap());
+        let mut patch = json!({"spec": {"runing": null, "typo": 1, "running": null}});
+        let removed = prune_unknown_fields_in_merge_patch(&schema, &mut patch);
+        assert_eq!(removed, ["spec.typo"]);
+        assert_eq!(patch, json!({"spec": {"running": null}}));
+        let mut object = json!({"spec": {"runing": null}});
+        assert_eq!(prune_unknown_fields(&schema, &mut object), ["spec.runing"]);
     }
 }
