@@ -1,10 +1,11 @@
 //! API discovery as Kubernetes clients expect it (`/api`, `/apis`, `/apis/startos.dev`,
 //! `/apis/startos.dev/v1alpha1`) and an OpenAPI 3.1 document at `/openapi.json`, generated
-//! from every kind's schema. `/openapi/v2` and `/openapi/v3` answer 404 so that kubectl
-//! falls back to its schema-less paths (JSON merge patch for `apply`).
+//! from every kind's schema. The same document in the OpenAPI 3.0 dialect kubectl reads is
+//! served under `/openapi/v3` (see [`crate::openapi_v3`]). `/openapi/v2` answers 404: it is
+//! protobuf-only in kubectl, and kubectl falls back from it to JSON merge patch for `apply`.
 
 use axum::{Json, Router, routing::get};
-use crds::{API_VERSION, GROUP, KindInfo, VERSION, kinds, schema::object_schema};
+use crds::{API_VERSION, GROUP, KindClass, KindInfo, VERSION, kinds, schema::object_schema};
 use serde_json::{Map, Value, json};
 
 use crate::{AppState, resources::PREFIX, status::Status};
@@ -17,8 +18,8 @@ pub fn routes() -> Router<AppState> {
         .route(PREFIX, get(api_resource_list))
         .route("/openapi.json", get(openapi_json))
         .route("/openapi/v2", get(no_openapi))
-        .route("/openapi/v3", get(no_openapi))
-        .route("/openapi/v3/{*rest}", get(no_openapi))
+        .merge(crate::openapi_v3::routes())
+        .merge(crate::version::routes())
 }
 
 fn group_version() -> Value {
@@ -46,6 +47,16 @@ async fn api_group() -> Json<Value> {
     Json(g)
 }
 
+/// The categories a kind belongs to. `kubectl get all` lists the kinds in `all`: the kinds
+/// people write, not the derived ones that controllers fill in (as Kubernetes leaves out
+/// Events and EndpointSlices).
+fn categories(kind: &KindInfo) -> &'static [&'static str] {
+    match kind.class {
+        KindClass::User => &["all"],
+        KindClass::Derived | KindClass::Secret => &[],
+    }
+}
+
 /// The `APIResourceList` of the group version: every kind and its status subresource.
 pub fn resource_list() -> Value {
     let mut resources = Vec::new();
@@ -57,6 +68,7 @@ pub fn resource_list() -> Value {
             "kind": k.kind,
             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
             "shortNames": k.short_names,
+            "categories": categories(k),
         }));
         resources.push(json!({
             "name": format!("{}/status", k.plural),
@@ -74,7 +86,9 @@ async fn api_resource_list() -> Json<Value> {
 }
 
 async fn no_openapi() -> Status {
-    Status::not_found("this server publishes its OpenAPI document at /openapi.json only")
+    Status::not_found(
+        "this server publishes OpenAPI at /openapi/v3 and /openapi.json, not at /openapi/v2",
+    )
 }
 
 async fn openapi_json() -> Json<Value> {
@@ -112,6 +126,60 @@ fn dry_run() -> Value {
     )
 }
 
+/// kubectl looks for this parameter on a kind's PATCH operation to decide that the server
+/// checks fields itself; without it kubectl wants the OpenAPI v2 document instead.
+fn field_validation() -> Value {
+    let mut q = query(
+        "fieldValidation",
+        "`Strict` (the default): unknown or repeated fields are errors; `Warn`: they are dropped (the last of repeated JSON keys wins) with a `Warning` header each; `Ignore`: dropped silently",
+    );
+    q["schema"]["enum"] = json!(["Strict", "Warn", "Ignore"]);
+    q
+}
+
+fn field_manager() -> Value {
+    query(
+        "fieldManager",
+        "the name of the writer (accepted for compatibility; server-side apply here has one manager)",
+    )
+}
+
+/// The parameters of a write that takes a body.
+fn write_params(name: bool) -> Vec<Value> {
+    let mut params = Vec::new();
+    if name {
+        params.push(name_param());
+    }
+    params.extend([dry_run(), field_validation(), field_manager()]);
+    params
+}
+
+/// `x-kubernetes-group-version-kind` as Kubernetes writes it on an operation (an object);
+/// on a schema it is a list of these.
+pub(crate) fn gvk(kind: &KindInfo) -> Value {
+    json!({"group": GROUP, "version": VERSION, "kind": kind.kind})
+}
+
+/// Marks every operation of `path_item` with the kind and the action, which kubectl uses
+/// to find a kind's operations (`explain`) and its PATCH parameters.
+fn tag_operations(kind: &KindInfo, path_item: &mut Value, list: bool) {
+    let Some(ops) = path_item.as_object_mut() else {
+        return;
+    };
+    for (method, op) in ops {
+        let action = match method.as_str() {
+            "get" if list => "list",
+            "post" => "post",
+            "put" => "put",
+            "patch" => "patch",
+            "delete" => "delete",
+            _ => "get",
+        };
+        op["x-kubernetes-group-version-kind"] = gvk(kind);
+        op["x-kubernetes-action"] = json!(action);
+    }
+}
+
 fn operation(
     id: String,
     summary: String,
@@ -145,7 +213,11 @@ fn paths_of(kind: &KindInfo, paths: &mut Map<String, Value>) {
     let (k, p) = (kind.kind, kind.plural);
     let obj = || ok(k, schema_ref(k));
     let collection = format!("{PREFIX}/{p}");
-    paths.insert(
+    let mut insert = |path: String, mut item: Value, list: bool| {
+        tag_operations(kind, &mut item, list);
+        paths.insert(path, item);
+    };
+    insert(
         collection,
         json!({
             "get": operation(
@@ -165,27 +237,28 @@ fn paths_of(kind: &KindInfo, paths: &mut Map<String, Value>) {
             "post": operation(
                 format!("create{k}"),
                 format!("Create a {k}"),
-                vec![dry_run()],
+                write_params(false),
                 Some(object_body(kind)),
                 json!({"201": obj(), "default": errors()}),
             ),
         }),
+        true,
     );
-    paths.insert(
+    insert(
         format!("{PREFIX}/{p}/{{name}}"),
         json!({
             "get": operation(format!("read{k}"), format!("Read a {k}"), vec![name_param()], None, json!({"200": obj(), "default": errors()})),
             "put": operation(
                 format!("replace{k}"),
                 format!("Replace a {k} (metadata.resourceVersion, when given, must be current)"),
-                vec![name_param(), dry_run()],
+                write_params(true),
                 Some(object_body(kind)),
                 json!({"200": obj(), "default": errors()}),
             ),
             "patch": operation(
                 format!("patch{k}"),
                 format!("Patch a {k}; server-side apply creates it when absent"),
-                vec![name_param(), dry_run()],
+                write_params(true),
                 Some(patch_body(kind)),
                 json!({"200": obj(), "default": errors()}),
             ),
@@ -197,26 +270,28 @@ fn paths_of(kind: &KindInfo, paths: &mut Map<String, Value>) {
                 json!({"200": obj(), "default": errors()}),
             ),
         }),
+        false,
     );
-    paths.insert(
+    insert(
         format!("{PREFIX}/{p}/{{name}}/status"),
         json!({
             "get": operation(format!("read{k}Status"), format!("Read a {k} with its status"), vec![name_param()], None, json!({"200": obj(), "default": errors()})),
             "put": operation(
                 format!("replace{k}Status"),
                 format!("Replace the status of a {k}"),
-                vec![name_param(), dry_run()],
+                write_params(true),
                 Some(object_body(kind)),
                 json!({"200": obj(), "default": errors()}),
             ),
             "patch": operation(
                 format!("patch{k}Status"),
                 format!("Patch the status of a {k}"),
-                vec![name_param(), dry_run()],
+                write_params(true),
                 Some(patch_body(kind)),
                 json!({"200": obj(), "default": errors()}),
             ),
         }),
+        false,
     );
 }
 
@@ -264,7 +339,9 @@ pub fn openapi() -> Value {
     common_schemas(&mut schemas);
     for kind in kinds() {
         paths_of(kind, &mut paths);
-        schemas.insert(kind.kind.to_owned(), object_schema(kind));
+        let mut schema = object_schema(kind);
+        schema["x-kubernetes-group-version-kind"] = json!([gvk(kind)]);
+        schemas.insert(kind.kind.to_owned(), schema);
         schemas.insert(
             format!("{}List", kind.kind),
             json!({

@@ -10,7 +10,9 @@ use http::{HeaderMap, header::CONTENT_TYPE, request::Parts};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::status::Status;
+use crds::json::{Duplicates, JsonError, Parsed};
+
+use crate::status::{Status, StatusCause, StatusDetails};
 
 /// Path parameters; a bad one is a 400 Status.
 #[derive(Debug)]
@@ -105,25 +107,76 @@ pub fn object_format(headers: &HeaderMap) -> Result<Format, Status> {
     }
 }
 
-/// Parses `body` as a JSON value (or YAML, whose result must be JSON-compatible).
+/// Parses `body` as a JSON value (or YAML, whose result must be JSON-compatible). A key
+/// repeated in one object is refused, in JSON as in YAML.
 pub fn parse_value(body: &[u8], format: Format) -> Result<Value, Status> {
+    parse_value_with(body, format, Duplicates::Refuse).map(|p| p.value)
+}
+
+/// [`parse_value`], with a choice for JSON keys repeated in one object: refused, or the last
+/// wins and their paths are returned. YAML refuses them whatever the choice (its parser
+/// cannot report them, and a silent last-wins is what this guards against).
+pub fn parse_value_with(
+    body: &[u8],
+    format: Format,
+    duplicates: Duplicates,
+) -> Result<Parsed, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Status::bad_request("request body is empty"));
     }
     match format {
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| Status::bad_request(format!("request body is not valid JSON: {e}"))),
-        Format::Yaml => {
-            let text = std::str::from_utf8(body)
-                .map_err(|e| Status::bad_request(format!("request body is not UTF-8: {e}")))?;
-            serde_saphyr::from_str::<Value>(text).map_err(|e| {
-                // Only the first line: the rest is an excerpt of the body, which may hold
-                // secret values.
-                let first = crds::yaml_error_line(&e);
-                Status::bad_request(format!("request body is not valid YAML: {first}"))
-            })
+        Format::Json => crds::json::parse(body, duplicates).map_err(json_error),
+        Format::Yaml => parse_yaml(body).map(|value| Parsed {
+            value,
+            duplicates: Vec::new(),
+        }),
+    }
+}
+
+/// A key as long as the body would make the error as long as the body: show its start.
+fn cut(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+fn json_error(e: JsonError) -> Status {
+    match e {
+        JsonError::DuplicateKey {
+            key,
+            path,
+            line,
+            column,
+        } => Status::bad_request(format!(
+            "request body is not valid JSON: duplicate key {:?} at {} (line {line}, column {column})",
+            cut(&key),
+            cut(&path)
+        ))
+        .with_details(StatusDetails {
+            causes: vec![StatusCause {
+                reason: Some("FieldValueDuplicate".into()),
+                message: "duplicate field".into(),
+                field: Some(cut(&path)),
+            }],
+            ..StatusDetails::default()
+        }),
+        JsonError::Syntax(e) => {
+            Status::bad_request(format!("request body is not valid JSON: {e}"))
         }
     }
+}
+
+fn parse_yaml(body: &[u8]) -> Result<Value, Status> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Status::bad_request(format!("request body is not UTF-8: {e}")))?;
+    serde_saphyr::from_str::<Value>(text).map_err(|e| {
+        // Only the first line: the rest is an excerpt of the body, which may hold secret
+        // values.
+        let first = crds::yaml_error_line(&e);
+        Status::bad_request(format!("request body is not valid YAML: {first}"))
+    })
 }
 
 /// Decodes a value into `T`, naming the field that does not fit.
@@ -144,9 +197,8 @@ pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, Status
     })
 }
 
-/// Parses a body into an object.
-pub fn parse_object(body: &[u8], format: Format) -> Result<Object, Status> {
-    let value = parse_value(body, format)?;
+/// Decodes a parsed body into an object.
+pub fn object_from_value(value: Value) -> Result<Object, Status> {
     if !value.is_object() {
         return Err(Status::bad_request(
             "request body must be an object with apiVersion, kind, metadata and spec",
@@ -158,6 +210,10 @@ pub fn parse_object(body: &[u8], format: Format) -> Result<Object, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_object(body: &[u8], format: Format) -> Result<Object, Status> {
+        object_from_value(parse_value(body, format)?)
+    }
 
     #[test]
     fn bodies_fail_with_the_reason() {

@@ -19,12 +19,15 @@
 pub mod auth;
 pub mod discovery;
 mod extract;
+mod field_validation;
 pub mod metrics;
+pub mod openapi_v3;
 pub mod resources;
 mod selector;
 pub mod status;
 mod table;
 pub mod ui_stream;
+pub mod version;
 mod watch;
 
 use std::{

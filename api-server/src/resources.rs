@@ -7,7 +7,8 @@
 //! | `/{plural}/{name}/status` | `GET`, `PUT`, `PATCH` (the status subresource) |
 //! | `/watch` | `GET` a watch of every kind (for the HTTP store client) |
 //!
-//! Every write takes `?dryRun=All`. Lists take `labelSelector` and `fieldSelector`
+//! Every write takes `?dryRun=All`; writes with a body take `?fieldValidation=` (see
+//! [`crate::field_validation`]; answers carry `Warning` headers). Lists take `labelSelector` and `fieldSelector`
 //! (`metadata.name` only). Errors are [`Status`] objects.
 
 use std::time::Duration;
@@ -27,9 +28,10 @@ use store::{Patch, Preconditions, Subresource, WriteOptions};
 use crate::{
     AppState, ShutdownSignal,
     extract::{
-        ApiBody, ApiPath, ApiQuery, Format, content_type, decode, object_format, parse_object,
+        ApiBody, ApiPath, ApiQuery, Format, content_type, decode, object_format, object_from_value,
         parse_value,
     },
+    field_validation::{BodyKind, FieldValidation, Warnings, checked_body, checked_json_patch},
     selector::Selector,
     status::{Status, StatusDetails},
     table,
@@ -70,6 +72,7 @@ pub struct Params {
     field_selector: Option<String>,
     timeout_seconds: Option<String>,
     dry_run: Option<String>,
+    field_validation: Option<String>,
 }
 
 fn flag(name: &str, value: Option<&str>) -> Result<bool, Status> {
@@ -91,6 +94,10 @@ impl Params {
                 "invalid dryRun value {other:?}: only All is supported"
             ))),
         }
+    }
+
+    fn field_validation(&self) -> Result<FieldValidation, Status> {
+        FieldValidation::parse(self.field_validation.as_deref())
     }
 
     fn selector(&self) -> Result<Selector, Status> {
@@ -234,10 +241,11 @@ async fn create(
 ) -> Result<Response, Status> {
     let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let mut obj = parse_object(&body, object_format(&headers)?)?;
+    let format = object_format(&headers)?;
+    let (mut obj, warnings) = checked_object(kind, None, &body, format, &params)?;
     check_envelope(kind, &mut obj, None)?;
     let created = state.store.create(obj, &opts).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok(warnings.add_to((StatusCode::CREATED, Json(created)).into_response()))
 }
 
 /// `PUT` of the main resource (`STATUS = false`) or of `/status`.
@@ -250,18 +258,32 @@ async fn replace<const STATUS: bool>(
 ) -> Result<Response, Status> {
     let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let mut obj = parse_object(&body, object_format(&headers)?)?;
+    let format = object_format(&headers)?;
+    let (mut obj, warnings) = checked_object(kind, Some(&name), &body, format, &params)?;
     check_envelope(kind, &mut obj, Some(&name))?;
     let updated = if STATUS {
         state.store.update_status(obj, &opts).await?
     } else {
         state.store.update(obj, &opts).await?
     };
-    Ok(Json(updated).into_response())
+    Ok(warnings.add_to(Json(updated).into_response()))
 }
 
 const PATCH_TYPES: &str =
     "application/merge-patch+json, application/json-patch+json or application/apply-patch+yaml";
+
+/// Parses a create, replace or apply body into an object, applying `?fieldValidation`.
+fn checked_object(
+    kind: &KindInfo,
+    name: Option<&str>,
+    body: &[u8],
+    format: Format,
+    params: &Params,
+) -> Result<(Object, Warnings), Status> {
+    let mode = params.field_validation()?;
+    let (value, warnings) = checked_body(kind, name, body, format, BodyKind::Object, mode)?;
+    Ok((object_from_value(value)?, warnings))
+}
 
 /// Decodes a PATCH body by its Content-Type.
 fn decode_patch(
@@ -269,24 +291,36 @@ fn decode_patch(
     name: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Patch, Status> {
+    params: &Params,
+) -> Result<(Patch, Warnings), Status> {
     match content_type(headers).as_deref() {
         Some("application/merge-patch+json") => {
-            let value = parse_value(body, Format::Json)?;
+            let mode = params.field_validation()?;
+            let (value, warnings) = checked_body(
+                kind,
+                Some(name),
+                body,
+                Format::Json,
+                BodyKind::MergePatch,
+                mode,
+            )?;
             if !value.is_object() {
                 return Err(Status::bad_request("a merge patch must be a JSON object"));
             }
-            Ok(Patch::Merge(value))
+            Ok((Patch::Merge(value), warnings))
         }
         Some("application/json-patch+json") => {
-            let value = parse_value(body, Format::Json)?;
-            Ok(Patch::Json(decode(value, "JSON patch (RFC 6902)")?))
+            let mode = params.field_validation()?;
+            let (value, warnings) = checked_json_patch(kind, name, body, mode)?;
+            let patch = decode(value, "JSON patch (RFC 6902)")?;
+            Ok((Patch::Json(patch), warnings))
         }
         Some("application/apply-patch+yaml") => {
             let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-            let mut obj = parse_object(body, if json { Format::Json } else { Format::Yaml })?;
+            let format = if json { Format::Json } else { Format::Yaml };
+            let (mut obj, warnings) = checked_object(kind, Some(name), body, format, params)?;
             check_envelope(kind, &mut obj, Some(name))?;
-            Ok(Patch::Apply(Box::new(obj)))
+            Ok((Patch::Apply(Box::new(obj)), warnings))
         }
         Some("application/strategic-merge-patch+json") => {
             Err(Status::unsupported_media_type(format!(
@@ -313,14 +347,14 @@ async fn patch<const STATUS: bool>(
 ) -> Result<Response, Status> {
     let kind = kind_of(&plural)?;
     let opts = params.write_options()?;
-    let patch = decode_patch(kind, &name, &headers, &body)?;
+    let (patch, warnings) = decode_patch(kind, &name, &headers, &body, &params)?;
     let sub = if STATUS {
         Subresource::Status
     } else {
         Subresource::Main
     };
     let patched = state.store.patch(kind, &name, patch, sub, &opts).await?;
-    Ok(Json(patched).into_response())
+    Ok(warnings.add_to(Json(patched).into_response()))
 }
 
 /// The parts of Kubernetes' `DeleteOptions` that mean something here.

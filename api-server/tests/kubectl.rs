@@ -1,6 +1,8 @@
-//! The real `kubectl` against the server: discovery, get,
-//! client-side and server-side apply, get -o json, delete, and get --watch. Skipped (with a
-//! note) where kubectl is not installed.
+//! The real `kubectl`, with its default flags (client-side validation on, so kubectl reads
+//! `/openapi/v3` and has the server check fields), against the server: version, discovery,
+//! explain, get (also `get all`), client-side and server-side apply, get -o json, delete,
+//! and get --watch. Skipped (with a note) where kubectl is not installed, except under `CI`,
+//! where a missing kubectl fails the test.
 
 mod common;
 
@@ -16,13 +18,18 @@ use tokio::{
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn kubectl_installed() -> bool {
-    std::process::Command::new("kubectl")
+    let found = std::process::Command::new("kubectl")
         .arg("version")
         .arg("--client")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "kubectl is not on PATH, and CI is set: CI must install it"
+    );
+    found
 }
 
 struct Kubectl<'a> {
@@ -90,18 +97,36 @@ async fn kubectl_drives_the_api() {
     std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
     let k = Kubectl { dir: dir.path() };
 
+    let out = k.ok(&["version", "-o", "json"]).await;
+    let version: Value = serde_json::from_str(&out).expect("kubectl version prints JSON");
+    assert_eq!(version["serverVersion"]["major"], "1", "{out}");
+    assert!(
+        version["serverVersion"]["gitVersion"]
+            .as_str()
+            .is_some_and(|v| v.contains("startos")),
+        "{out}"
+    );
+
     let (ok, stdout, stderr) = k.run(&["get", "packages"]).await;
     assert!(ok, "get packages: {stdout} {stderr}");
     assert!(stderr.contains("No resources found"), "{stdout} {stderr}");
+
+    let out = k.ok(&["explain", "packages.spec"]).await;
+    assert!(
+        out.contains("KIND:") && out.contains("Package") && out.contains("running"),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "packages.spec.source.version"]).await;
+    assert!(out.contains("string"), "{out}");
 
     // Client-side apply: create, then a three-way JSON merge patch.
     let file = dir.path().join("hello.yaml");
     std::fs::write(&file, package_yaml("hello", true)).unwrap();
     let file = file.to_str().unwrap();
-    let out = k.ok(&["apply", "--validate=false", "-f", file]).await;
+    let out = k.ok(&["apply", "-f", file]).await;
     assert!(out.contains("package.startos.dev/hello created"), "{out}");
     std::fs::write(file, package_yaml("hello", false)).unwrap();
-    let out = k.ok(&["apply", "--validate=false", "-f", file]).await;
+    let out = k.ok(&["apply", "-f", file]).await;
     assert!(
         out.contains("package.startos.dev/hello configured"),
         "{out}"
@@ -111,13 +136,7 @@ async fn kubectl_drives_the_api() {
     let ssa = dir.path().join("ssa.yaml");
     std::fs::write(&ssa, package_yaml("served", true)).unwrap();
     let out = k
-        .ok(&[
-            "apply",
-            "--server-side",
-            "--validate=false",
-            "-f",
-            ssa.to_str().unwrap(),
-        ])
+        .ok(&["apply", "--server-side", "-f", ssa.to_str().unwrap()])
         .await;
     assert!(
         out.contains("package.startos.dev/served serverside-applied"),
@@ -136,6 +155,11 @@ async fn kubectl_drives_the_api() {
     let out = k.ok(&["get", "packages"]).await;
     assert!(
         out.contains("NAME") && out.contains("hello") && out.contains("served"),
+        "{out}"
+    );
+    let out = k.ok(&["get", "all", "-o", "name"]).await;
+    assert!(
+        out.contains("package.startos.dev/hello") && out.contains("package.startos.dev/served"),
         "{out}"
     );
     let out = k
@@ -177,8 +201,43 @@ async fn kubectl_drives_the_api() {
         package_yaml("bad", true).replace("^1.0", "not a version"),
     )
     .unwrap();
-    let (ok, _, stderr) = k
-        .run(&["apply", "--validate=false", "-f", bad.to_str().unwrap()])
-        .await;
+    let (ok, _, stderr) = k.run(&["apply", "-f", bad.to_str().unwrap()]).await;
     assert!(!ok && stderr.contains("spec.source.version"), "{stderr}");
+
+    // Default validation is strict: the server refuses a field the kind does not have, and
+    // nothing is stored.
+    let unknown = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &unknown,
+        package_yaml("typo", true).replace("  running:", "  runing: true\n  running:"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = k.run(&["apply", "-f", unknown.to_str().unwrap()]).await;
+    assert!(!ok && stderr.contains("runing"), "{stderr}");
+    let (ok, _, _) = k.run(&["get", "package", "typo"]).await;
+    assert!(!ok, "typo must not have been created");
+    // --validate=warn: stored without the field, and kubectl shows the server's warning.
+    let (ok, _, stderr) = k
+        .run(&["apply", "--validate=warn", "-f", unknown.to_str().unwrap()])
+        .await;
+    assert!(
+        ok && stderr.contains("unknown field") && stderr.contains("runing"),
+        "{stderr}"
+    );
+    // --validate=false: dropped without a word.
+    std::fs::write(
+        &unknown,
+        package_yaml("typo", false).replace("  running:", "  runing: true\n  running:"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = k
+        .run(&["apply", "--validate=false", "-f", unknown.to_str().unwrap()])
+        .await;
+    assert!(ok && stdout.contains("configured"), "{stdout} {stderr}");
+    assert!(!stderr.contains("runing"), "{stderr}");
+    // The last applied configuration now holds the unknown field, so the next default apply
+    // of the corrected file patches it to null: a deletion of nothing, not an unknown field.
+    std::fs::write(&unknown, package_yaml("typo", true)).unwrap();
+    let out = k.ok(&["apply", "-f", unknown.to_str().unwrap()]).await;
+    assert!(out.contains("package.startos.dev/typo configured"), "{out}");
 }

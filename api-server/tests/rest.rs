@@ -79,7 +79,7 @@ async fn discovery_and_openapi() {
     );
     for path in [
         "/openapi/v2",
-        "/openapi/v3",
+        "/openapi/v3/apis/other.dev/v1",
         "/nothing/here",
         "/apis/other.dev/v1/things",
     ] {
@@ -503,7 +503,8 @@ async fn hostile_requests_get_status_objects() {
             PACKAGES.into(),
             JSON,
             br#"{"kind":"Package","surprise":1}"#.to_vec(),
-            400,
+            // An unknown field is Invalid, wherever it is (fieldValidation=Strict).
+            422,
         ),
         (
             "POST",

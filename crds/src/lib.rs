@@ -6,6 +6,7 @@
 //! always passed in by the caller.
 
 pub mod condition;
+pub mod json;
 pub mod kinds;
 pub mod meta;
 pub mod name;
