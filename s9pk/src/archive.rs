@@ -11,15 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
-use crate::commitment::{Commitment, hash_string};
+use crate::commitment::Commitment;
 use crate::error::{Result, S9pkError};
-use crate::format::{
-    self, Body, CHUNK, DEFAULT_MAX_ROOT_TABLE, HARD_MAX_TABLES, HEADER_LEN, Header, Kind, Node,
-    RawEntry, Source,
-};
+use crate::format::{self, Body, CHUNK, Header, Kind, Node};
 
 /// What the caller already trusts.
 #[derive(Debug, Clone, Default)]
@@ -70,43 +67,9 @@ pub struct Archive {
     tables: Vec<(String, u64, u64)>,
 }
 
-fn read_exact_at(file: &File, file_len: u64, pos: u64, len: u64, what: &str) -> Result<Vec<u8>> {
-    let end = pos
-        .checked_add(len)
-        .ok_or_else(|| S9pkError::Overflow(what.to_owned()))?;
-    if end > file_len {
-        return Err(S9pkError::Truncated {
-            at: file_len,
-            what: what.to_owned(),
-            needed: end,
-        });
-    }
-    // `len` is bounded by the table caps and by the real file length checked above.
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, pos).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            S9pkError::Truncated {
-                at: file_len,
-                what: what.to_owned(),
-                needed: end,
-            }
-        } else {
-            S9pkError::io(format!("reading {what}"), e)
-        }
-    })?;
-    Ok(buf)
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 impl Archive {
-    /// Opens and verifies the header, the signature, and every table.
+    /// Opens and verifies the header, the signature, and every table (see `load.rs` for the
+    /// steps and the limits that keep memory and time proportional to the file).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Archive> {
         let shown = path.display().to_string();
         let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
@@ -114,193 +77,9 @@ impl Archive {
             .metadata()
             .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?
             .len();
-
-        let head = read_exact_at(&file, file_len, 0, HEADER_LEN, "header")?;
-        let mut head_arr = [0u8; HEADER_LEN as usize];
-        head_arr.copy_from_slice(&head);
-        let header = Header::decode(&head_arr)?;
-
-        let signer_str = public_key_string_raw(&header.pubkey);
-        let signer =
-            VerifyingKey::from_bytes(&header.pubkey).map_err(|e| S9pkError::InvalidPublicKey {
-                key: signer_str.clone(),
-                reason: e.to_string(),
-            })?;
-        let sig = Signature::from_bytes(&header.signature);
-        let msg = format::signed_message(&header.root_hash, header.max_root_table);
-        // verify_strict rejects small-order keys and non-canonical signatures, so a signature
-        // cannot be made to verify under more than one key.
-        signer
-            .verify_strict(&msg, &sig)
-            .map_err(|_| S9pkError::BadSignature {
-                signer: signer_str.clone(),
-            })?;
-        if let Some(trusted) = &opts.trusted_keys {
-            if !trusted.contains(&signer) {
-                return Err(S9pkError::UntrustedSigner { signer: signer_str });
-            }
-        }
-
-        let limit = match &opts.expected {
-            Some(exp) => {
-                if exp.root_hash != header.root_hash {
-                    return Err(S9pkError::RootHashMismatch {
-                        expected: hash_string(&exp.root_hash),
-                        found: hash_string(&header.root_hash),
-                    });
-                }
-                if header.max_root_table > exp.max_root_table {
-                    return Err(S9pkError::RootMaxTooLarge {
-                        size: header.max_root_table,
-                        limit: exp.max_root_table,
-                        why: " (the expected commitment)",
-                    });
-                }
-                (HARD_MAX_TABLES, " (absolute cap)")
-            }
-            None => (DEFAULT_MAX_ROOT_TABLE, " (no expected root hash given)"),
-        };
-        if header.max_root_table > limit.0 {
-            return Err(S9pkError::RootMaxTooLarge {
-                size: header.max_root_table,
-                limit: limit.0,
-                why: limit.1,
-            });
-        }
-        if header.root_len > header.max_root_table {
-            return Err(S9pkError::TableTooLarge {
-                table: "root table".into(),
-                size: header.root_len,
-                max: header.max_root_table,
-            });
-        }
-        if header.root_pos < HEADER_LEN {
-            return Err(S9pkError::MalformedHeader(format!(
-                "root table position {} overlaps the {HEADER_LEN}-byte header",
-                header.root_pos
-            )));
-        }
-        let root_bytes = read_exact_at(
-            &file,
-            file_len,
-            header.root_pos,
-            header.root_len,
-            "root table",
-        )?;
-        let root_raw = format::parse_table(&root_bytes, "root table", "")?;
-        if format::raw_dir_hash(&root_raw) != header.root_hash {
-            return Err(S9pkError::TableHashMismatch {
-                table: "root table".into(),
-            });
-        }
-
-        // Breadth-first over directories, mirroring the layout, so `entries` comes out in
-        // archive order. Iterative: depth is bounded by MAX_DEPTH anyway, but hostile input
-        // should not get to choose our stack usage.
-        let mut total_tables = header.root_len;
-        let mut tables = vec![(String::new(), header.root_pos, header.root_len)];
-        let mut root: BTreeMap<String, Node> = BTreeMap::new();
-        let mut entries = Vec::new();
-        // (dir path, depth, raw entries, slot in the tree to fill)
-        let mut queue: std::collections::VecDeque<(String, usize, Vec<RawEntry>, Vec<String>)> =
-            std::collections::VecDeque::new();
-        queue.push_back((String::new(), 1, root_raw, Vec::new()));
-        while let Some((dir, depth, raw, tree_path)) = queue.pop_front() {
-            let mut children = BTreeMap::new();
-            for e in raw {
-                let full = join(&dir, &e.name);
-                let body = match (e.missing, e.kind) {
-                    (true, k) => {
-                        entries.push(EntryInfo {
-                            path: full.clone(),
-                            kind: EntryKind::Missing,
-                        });
-                        Body::Missing(k)
-                    }
-                    (false, Kind::File) => {
-                        let end = e
-                            .pos
-                            .checked_add(e.size)
-                            .ok_or_else(|| S9pkError::Overflow(format!("member {full}")))?;
-                        if end > file_len {
-                            return Err(S9pkError::Truncated {
-                                at: file_len,
-                                what: format!("member {full}"),
-                                needed: end,
-                            });
-                        }
-                        entries.push(EntryInfo {
-                            path: full.clone(),
-                            kind: EntryKind::File {
-                                size: e.size,
-                                hash: e.hash,
-                                offset: e.pos,
-                            },
-                        });
-                        Body::File(Source::Archive(e.pos))
-                    }
-                    (false, Kind::Dir) => {
-                        let table = format!("table {full}");
-                        if depth >= crate::names::MAX_DEPTH {
-                            return Err(S9pkError::MalformedTable {
-                                table,
-                                reason: "nested too deeply".into(),
-                            });
-                        }
-                        if e.table_len > e.size {
-                            return Err(S9pkError::TableTooLarge {
-                                table,
-                                size: e.table_len,
-                                max: e.size,
-                            });
-                        }
-                        total_tables = total_tables.saturating_add(e.table_len);
-                        if total_tables > HARD_MAX_TABLES {
-                            return Err(S9pkError::TableTooLarge {
-                                table: format!("{table} (all tables together)"),
-                                size: total_tables,
-                                max: HARD_MAX_TABLES,
-                            });
-                        }
-                        let bytes = read_exact_at(&file, file_len, e.pos, e.table_len, &table)?;
-                        tables.push((full.clone(), e.pos, e.table_len));
-                        let sub = format::parse_table(&bytes, &table, &full)?;
-                        if format::raw_dir_hash(&sub) != e.hash {
-                            return Err(S9pkError::TableHashMismatch { table });
-                        }
-                        let mut tp = tree_path.clone();
-                        tp.push(e.name.clone());
-                        queue.push_back((full.clone(), depth + 1, sub, tp));
-                        Body::Dir(BTreeMap::new())
-                    }
-                };
-                children.insert(
-                    e.name,
-                    Node {
-                        hash: e.hash,
-                        size: e.size,
-                        body,
-                    },
-                );
-            }
-            // Attach this directory's children at its place in the tree (parents are always
-            // processed before their children in breadth-first order).
-            let mut slot = &mut root;
-            for part in &tree_path {
-                match slot.get_mut(part).map(|n: &mut Node| &mut n.body) {
-                    Some(Body::Dir(c)) => slot = c,
-                    _ => {
-                        return Err(S9pkError::MalformedTable {
-                            table: format!("table {dir}"),
-                            reason: "internal: parent missing".into(),
-                        });
-                    }
-                }
-            }
-            *slot = children;
-        }
-
-        let index = entries
+        let loaded = crate::load::load(&file, file_len, opts)?;
+        let index = loaded
+            .entries
             .iter()
             .enumerate()
             .map(|(i, e)| (e.path.clone(), i))
@@ -308,12 +87,12 @@ impl Archive {
         Ok(Archive {
             path: path.to_path_buf(),
             file: Arc::new(file),
-            header,
-            signer,
-            root,
-            entries,
+            header: loaded.header,
+            signer: loaded.signer,
+            root: loaded.root,
+            entries: loaded.entries,
             index,
-            tables,
+            tables: loaded.tables,
         })
     }
 
@@ -535,7 +314,7 @@ fn mark_missing(node: &mut Node) {
     }
 }
 
-fn public_key_string_raw(bytes: &[u8; 32]) -> String {
+pub(crate) fn public_key_string_raw(bytes: &[u8; 32]) -> String {
     use base64::Engine;
     format!(
         "ed25519:{}",
