@@ -122,15 +122,18 @@ impl Archive {
 
     /// Every file (and missing marker) in archive order: breadth-first, name order within a
     /// directory, which is also the order of the bodies in the file.
-    pub fn entries(&self) -> Vec<EntryInfo> {
-        self.entries.clone()
+    pub fn entries(&self) -> &[EntryInfo] {
+        &self.entries
+    }
+
+    /// The entry at `path` (a file or a missing marker), if the archive lists one.
+    pub fn entry(&self, path: &str) -> Option<&EntryInfo> {
+        self.index.get(path).and_then(|&i| self.entries.get(i))
     }
 
     fn lookup(&self, path: &str) -> Result<(u64, u64, [u8; 32])> {
         let entry = self
-            .index
-            .get(path)
-            .and_then(|&i| self.entries.get(i))
+            .entry(path)
             .ok_or_else(|| S9pkError::NotFound(path.to_owned()))?;
         match entry.kind {
             EntryKind::File { size, hash, offset } => Ok((offset, size, hash)),

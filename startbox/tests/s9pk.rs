@@ -127,12 +127,31 @@ fn pack_inspect_verify_filter_hello_world() {
     assert!(out.is_file());
 
     // verify (and with the right trusted key)
-    let verified = ok(s9pk(home.path(), &["verify", p(&out)]));
-    assert!(verified.contains(public), "{verified}");
-    ok(s9pk(
-        home.path(),
-        &["verify", p(&out), "--trusted-key", public],
-    ));
+    // Without --trusted-key the output says the signer was not checked: any self-signed
+    // archive verifies that far.
+    let o = s9pk(home.path(), &["verify", p(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let verified = ok(o);
+    assert!(
+        verified.contains(&format!(
+            "contents verified: signature valid for signer {public}; signer NOT checked against a trusted key;"
+        )),
+        "{verified}"
+    );
+    assert!(
+        stderr.contains("warning:") && stderr.contains("--trusted-key"),
+        "{stderr}"
+    );
+    let o = s9pk(home.path(), &["verify", p(&out), "--trusted-key", public]);
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+    let trusted = ok(o);
+    assert!(
+        trusted.contains(&format!(
+            "contents verified: signature valid for trusted signer {public};"
+        )),
+        "{trusted}"
+    );
+    assert!(!trusted.contains("NOT"), "{trusted}");
 
     // inspect
     let manifest: serde_json::Value =
