@@ -250,3 +250,17 @@ fn open_peak_memory_is_bounded() {
         bytes.len()
     );
 }
+
+#[test]
+fn nesting_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30 nested directories, a fan-out table and a leaf table: 32 tables deep is accepted.
+    let ok = craft::long_paths(&test_key(), 30, 1, 1, 1);
+    open_and_verify(
+        &write_tmp(dir.path(), "ok.s9pk", &ok),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let e = open_err(dir.path(), &craft::long_paths(&test_key(), 31, 1, 1, 1));
+    assert!(e.ends_with("is malformed: nested too deeply"), "{e}");
+}
