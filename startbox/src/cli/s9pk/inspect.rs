@@ -102,7 +102,7 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<u8> {
         InspectCommand::Tree { file } => {
             let archive = open(file, &[])?;
             for entry in archive.entries() {
-                writeln!(out, "{}", tree_line(&entry))?;
+                writeln!(out, "{}", tree_line(entry))?;
             }
         }
         InspectCommand::Cat { file, path } => {
