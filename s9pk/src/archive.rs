@@ -3,7 +3,7 @@
 //! expected commitment / trusted keys), each table against its parent, each body against its
 //! table entry as it is read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -63,7 +63,8 @@ pub struct Archive {
     signer: VerifyingKey,
     root: BTreeMap<String, Node>,
     entries: Vec<EntryInfo>,
-    index: HashMap<String, usize>,
+    /// Entry indices in path order, for lookups by path.
+    index: Vec<u32>,
     tables: Vec<(String, u64, u64)>,
 }
 
@@ -71,19 +72,16 @@ impl Archive {
     /// Opens and verifies the header, the signature, and every table (see `load.rs` for the
     /// steps and the limits that keep memory and time proportional to the file).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Archive> {
-        let shown = path.display().to_string();
-        let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?
-            .len();
+        let (file, file_len) = open_regular(path)?;
         let loaded = crate::load::load(&file, file_len, opts)?;
-        let index = loaded
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.clone(), i))
-            .collect();
+        // Indices sorted by path rather than a map keyed by a copy of every path: the paths
+        // are the bulk of an archive's memory.
+        let mut index: Vec<u32> = (0..loaded.entries.len() as u32).collect();
+        index.sort_unstable_by(|&a, &b| {
+            loaded.entries[a as usize]
+                .path
+                .cmp(&loaded.entries[b as usize].path)
+        });
         Ok(Archive {
             path: path.to_path_buf(),
             file: Arc::new(file),
@@ -128,7 +126,11 @@ impl Archive {
 
     /// The entry at `path` (a file or a missing marker), if the archive lists one.
     pub fn entry(&self, path: &str) -> Option<&EntryInfo> {
-        self.index.get(path).and_then(|&i| self.entries.get(i))
+        let i = self
+            .index
+            .binary_search_by(|&i| self.entries[i as usize].path.as_str().cmp(path))
+            .ok()?;
+        self.entries.get(self.index[i] as usize)
     }
 
     fn lookup(&self, path: &str) -> Result<(u64, u64, [u8; 32])> {
@@ -305,6 +307,32 @@ impl Archive {
         format::write_archive(root, &self.header, Some(&self.file), out, progress)?;
         Ok(())
     }
+}
+
+/// Opens `path` for reading, refusing anything but a regular file: opening a FIFO would block
+/// until some writer appears, and a device has no meaningful length.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let shown = path.display().to_string();
+    let not_regular = || {
+        S9pkError::io(
+            format!("opening {shown}"),
+            io::Error::other("not a regular file"),
+        )
+    };
+    // Checked before opening (which is what would block) and again on the opened file, in
+    // case the path was swapped in between.
+    let meta = std::fs::metadata(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok((file, meta.len()))
 }
 
 /// Turns every file below `node` into a missing marker. Directories stay present (their

@@ -264,3 +264,32 @@ fn nesting_is_bounded() {
     let e = open_err(dir.path(), &craft::long_paths(&test_key(), 31, 1, 1, 1));
     assert!(e.ends_with("is malformed: nested too deeply"), "{e}");
 }
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.s9pk");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // Opening a FIFO for reading blocks until a writer appears: run it on a thread and wait
+    // for its answer with a deadline, so the bug shows as a failure, not a hung test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Archive::open(&path, &OpenOptions::default()).map(|_| ()));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if got.is_err() {
+        // Unblock the stuck open so the thread can end.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let e = got
+        .expect("opening a FIFO did not return within 10 s")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("opening {}: not a regular file", fifo.display())
+    );
+    let e = Archive::open(Path::new("/dev/null"), &OpenOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), "opening /dev/null: not a regular file");
+}
