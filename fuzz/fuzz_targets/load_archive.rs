@@ -3,7 +3,10 @@
 //! unboundedly.
 //!
 //! Run locally (not in CI): `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run load_archive
-//! corpus/load_archive` (seed the corpus with `s9pk/tests/vectors/*.s9pk`).
+//! corpus/load_archive` (seed the corpus with `s9pk/tests/vectors/*.s9pk`, and with the
+//! hostile layouts from `cargo run -p s9pk --example craft_amplified -- DIR`, which share
+//! bodies and tables: the loader must refuse them without using memory or time beyond the
+//! file's size).
 #![no_main]
 
 use std::io::{Cursor, Read};

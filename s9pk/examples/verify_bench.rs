@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Archive::open(&pkg, &OpenOptions::default())?;
     let ranges: Vec<(u64, u64)> = a
         .entries()
-        .into_iter()
+        .iter()
         .filter_map(|e| match e.kind {
             EntryKind::File { size, offset, .. } => Some((offset, size)),
             EntryKind::Missing => None,

@@ -3,7 +3,7 @@
 //! expected commitment / trusted keys), each table against its parent, each body against its
 //! table entry as it is read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -11,15 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
-use crate::commitment::{Commitment, hash_string};
+use crate::commitment::Commitment;
 use crate::error::{Result, S9pkError};
-use crate::format::{
-    self, Body, CHUNK, DEFAULT_MAX_ROOT_TABLE, HARD_MAX_TABLES, HEADER_LEN, Header, Kind, Node,
-    RawEntry, Source,
-};
+use crate::format::{self, Body, CHUNK, Header, Kind, Node};
 
 /// What the caller already trusts.
 #[derive(Debug, Clone, Default)]
@@ -66,254 +63,34 @@ pub struct Archive {
     signer: VerifyingKey,
     root: BTreeMap<String, Node>,
     entries: Vec<EntryInfo>,
-    index: HashMap<String, usize>,
+    /// Entry indices in path order, for lookups by path.
+    index: Vec<u32>,
     tables: Vec<(String, u64, u64)>,
 }
 
-fn read_exact_at(file: &File, file_len: u64, pos: u64, len: u64, what: &str) -> Result<Vec<u8>> {
-    let end = pos
-        .checked_add(len)
-        .ok_or_else(|| S9pkError::Overflow(what.to_owned()))?;
-    if end > file_len {
-        return Err(S9pkError::Truncated {
-            at: file_len,
-            what: what.to_owned(),
-            needed: end,
-        });
-    }
-    // `len` is bounded by the table caps and by the real file length checked above.
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, pos).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            S9pkError::Truncated {
-                at: file_len,
-                what: what.to_owned(),
-                needed: end,
-            }
-        } else {
-            S9pkError::io(format!("reading {what}"), e)
-        }
-    })?;
-    Ok(buf)
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 impl Archive {
-    /// Opens and verifies the header, the signature, and every table.
+    /// Opens and verifies the header, the signature, and every table (see `load.rs` for the
+    /// steps and the limits that keep memory and time proportional to the file).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Archive> {
-        let shown = path.display().to_string();
-        let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?
-            .len();
-
-        let head = read_exact_at(&file, file_len, 0, HEADER_LEN, "header")?;
-        let mut head_arr = [0u8; HEADER_LEN as usize];
-        head_arr.copy_from_slice(&head);
-        let header = Header::decode(&head_arr)?;
-
-        let signer_str = public_key_string_raw(&header.pubkey);
-        let signer =
-            VerifyingKey::from_bytes(&header.pubkey).map_err(|e| S9pkError::InvalidPublicKey {
-                key: signer_str.clone(),
-                reason: e.to_string(),
-            })?;
-        let sig = Signature::from_bytes(&header.signature);
-        let msg = format::signed_message(&header.root_hash, header.max_root_table);
-        // verify_strict rejects small-order keys and non-canonical signatures, so a signature
-        // cannot be made to verify under more than one key.
-        signer
-            .verify_strict(&msg, &sig)
-            .map_err(|_| S9pkError::BadSignature {
-                signer: signer_str.clone(),
-            })?;
-        if let Some(trusted) = &opts.trusted_keys {
-            if !trusted.contains(&signer) {
-                return Err(S9pkError::UntrustedSigner { signer: signer_str });
-            }
-        }
-
-        let limit = match &opts.expected {
-            Some(exp) => {
-                if exp.root_hash != header.root_hash {
-                    return Err(S9pkError::RootHashMismatch {
-                        expected: hash_string(&exp.root_hash),
-                        found: hash_string(&header.root_hash),
-                    });
-                }
-                if header.max_root_table > exp.max_root_table {
-                    return Err(S9pkError::RootMaxTooLarge {
-                        size: header.max_root_table,
-                        limit: exp.max_root_table,
-                        why: " (the expected commitment)",
-                    });
-                }
-                (HARD_MAX_TABLES, " (absolute cap)")
-            }
-            None => (DEFAULT_MAX_ROOT_TABLE, " (no expected root hash given)"),
-        };
-        if header.max_root_table > limit.0 {
-            return Err(S9pkError::RootMaxTooLarge {
-                size: header.max_root_table,
-                limit: limit.0,
-                why: limit.1,
-            });
-        }
-        if header.root_len > header.max_root_table {
-            return Err(S9pkError::TableTooLarge {
-                table: "root table".into(),
-                size: header.root_len,
-                max: header.max_root_table,
-            });
-        }
-        if header.root_pos < HEADER_LEN {
-            return Err(S9pkError::MalformedHeader(format!(
-                "root table position {} overlaps the {HEADER_LEN}-byte header",
-                header.root_pos
-            )));
-        }
-        let root_bytes = read_exact_at(
-            &file,
-            file_len,
-            header.root_pos,
-            header.root_len,
-            "root table",
-        )?;
-        let root_raw = format::parse_table(&root_bytes, "root table", "")?;
-        if format::raw_dir_hash(&root_raw) != header.root_hash {
-            return Err(S9pkError::TableHashMismatch {
-                table: "root table".into(),
-            });
-        }
-
-        // Breadth-first over directories, mirroring the layout, so `entries` comes out in
-        // archive order. Iterative: depth is bounded by MAX_DEPTH anyway, but hostile input
-        // should not get to choose our stack usage.
-        let mut total_tables = header.root_len;
-        let mut tables = vec![(String::new(), header.root_pos, header.root_len)];
-        let mut root: BTreeMap<String, Node> = BTreeMap::new();
-        let mut entries = Vec::new();
-        // (dir path, depth, raw entries, slot in the tree to fill)
-        let mut queue: std::collections::VecDeque<(String, usize, Vec<RawEntry>, Vec<String>)> =
-            std::collections::VecDeque::new();
-        queue.push_back((String::new(), 1, root_raw, Vec::new()));
-        while let Some((dir, depth, raw, tree_path)) = queue.pop_front() {
-            let mut children = BTreeMap::new();
-            for e in raw {
-                let full = join(&dir, &e.name);
-                let body = match (e.missing, e.kind) {
-                    (true, k) => {
-                        entries.push(EntryInfo {
-                            path: full.clone(),
-                            kind: EntryKind::Missing,
-                        });
-                        Body::Missing(k)
-                    }
-                    (false, Kind::File) => {
-                        let end = e
-                            .pos
-                            .checked_add(e.size)
-                            .ok_or_else(|| S9pkError::Overflow(format!("member {full}")))?;
-                        if end > file_len {
-                            return Err(S9pkError::Truncated {
-                                at: file_len,
-                                what: format!("member {full}"),
-                                needed: end,
-                            });
-                        }
-                        entries.push(EntryInfo {
-                            path: full.clone(),
-                            kind: EntryKind::File {
-                                size: e.size,
-                                hash: e.hash,
-                                offset: e.pos,
-                            },
-                        });
-                        Body::File(Source::Archive(e.pos))
-                    }
-                    (false, Kind::Dir) => {
-                        let table = format!("table {full}");
-                        if depth >= crate::names::MAX_DEPTH {
-                            return Err(S9pkError::MalformedTable {
-                                table,
-                                reason: "nested too deeply".into(),
-                            });
-                        }
-                        if e.table_len > e.size {
-                            return Err(S9pkError::TableTooLarge {
-                                table,
-                                size: e.table_len,
-                                max: e.size,
-                            });
-                        }
-                        total_tables = total_tables.saturating_add(e.table_len);
-                        if total_tables > HARD_MAX_TABLES {
-                            return Err(S9pkError::TableTooLarge {
-                                table: format!("{table} (all tables together)"),
-                                size: total_tables,
-                                max: HARD_MAX_TABLES,
-                            });
-                        }
-                        let bytes = read_exact_at(&file, file_len, e.pos, e.table_len, &table)?;
-                        tables.push((full.clone(), e.pos, e.table_len));
-                        let sub = format::parse_table(&bytes, &table, &full)?;
-                        if format::raw_dir_hash(&sub) != e.hash {
-                            return Err(S9pkError::TableHashMismatch { table });
-                        }
-                        let mut tp = tree_path.clone();
-                        tp.push(e.name.clone());
-                        queue.push_back((full.clone(), depth + 1, sub, tp));
-                        Body::Dir(BTreeMap::new())
-                    }
-                };
-                children.insert(
-                    e.name,
-                    Node {
-                        hash: e.hash,
-                        size: e.size,
-                        body,
-                    },
-                );
-            }
-            // Attach this directory's children at its place in the tree (parents are always
-            // processed before their children in breadth-first order).
-            let mut slot = &mut root;
-            for part in &tree_path {
-                match slot.get_mut(part).map(|n: &mut Node| &mut n.body) {
-                    Some(Body::Dir(c)) => slot = c,
-                    _ => {
-                        return Err(S9pkError::MalformedTable {
-                            table: format!("table {dir}"),
-                            reason: "internal: parent missing".into(),
-                        });
-                    }
-                }
-            }
-            *slot = children;
-        }
-
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.clone(), i))
-            .collect();
+        let (file, file_len) = open_regular(path)?;
+        let loaded = crate::load::load(&file, file_len, opts)?;
+        // Indices sorted by path rather than a map keyed by a copy of every path: the paths
+        // are the bulk of an archive's memory.
+        let mut index: Vec<u32> = (0..loaded.entries.len() as u32).collect();
+        index.sort_unstable_by(|&a, &b| {
+            loaded.entries[a as usize]
+                .path
+                .cmp(&loaded.entries[b as usize].path)
+        });
         Ok(Archive {
             path: path.to_path_buf(),
             file: Arc::new(file),
-            header,
-            signer,
-            root,
-            entries,
+            header: loaded.header,
+            signer: loaded.signer,
+            root: loaded.root,
+            entries: loaded.entries,
             index,
-            tables,
+            tables: loaded.tables,
         })
     }
 
@@ -343,15 +120,22 @@ impl Archive {
 
     /// Every file (and missing marker) in archive order: breadth-first, name order within a
     /// directory, which is also the order of the bodies in the file.
-    pub fn entries(&self) -> Vec<EntryInfo> {
-        self.entries.clone()
+    pub fn entries(&self) -> &[EntryInfo] {
+        &self.entries
+    }
+
+    /// The entry at `path` (a file or a missing marker), if the archive lists one.
+    pub fn entry(&self, path: &str) -> Option<&EntryInfo> {
+        let i = self
+            .index
+            .binary_search_by(|&i| self.entries[i as usize].path.as_str().cmp(path))
+            .ok()?;
+        self.entries.get(self.index[i] as usize)
     }
 
     fn lookup(&self, path: &str) -> Result<(u64, u64, [u8; 32])> {
         let entry = self
-            .index
-            .get(path)
-            .and_then(|&i| self.entries.get(i))
+            .entry(path)
             .ok_or_else(|| S9pkError::NotFound(path.to_owned()))?;
         match entry.kind {
             EntryKind::File { size, hash, offset } => Ok((offset, size, hash)),
@@ -525,6 +309,32 @@ impl Archive {
     }
 }
 
+/// Opens `path` for reading, refusing anything but a regular file: opening a FIFO would block
+/// until some writer appears, and a device has no meaningful length.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let shown = path.display().to_string();
+    let not_regular = || {
+        S9pkError::io(
+            format!("opening {shown}"),
+            io::Error::other("not a regular file"),
+        )
+    };
+    // Checked before opening (which is what would block) and again on the opened file, in
+    // case the path was swapped in between.
+    let meta = std::fs::metadata(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok((file, meta.len()))
+}
+
 /// Turns every file below `node` into a missing marker. Directories stay present (their
 /// tables are tiny) so the missing files can still be listed by path.
 fn mark_missing(node: &mut Node) {
@@ -535,7 +345,7 @@ fn mark_missing(node: &mut Node) {
     }
 }
 
-fn public_key_string_raw(bytes: &[u8; 32]) -> String {
+pub(crate) fn public_key_string_raw(bytes: &[u8; 32]) -> String {
     use base64::Engine;
     format!(
         "ed25519:{}",

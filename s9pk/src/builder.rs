@@ -132,6 +132,7 @@ impl ArchiveBuilder {
                 },
             );
         }
+        format::check_limits(&root)?;
         seal_dirs(&mut root);
         let root_hash = format::node_dir_hash(&root);
         let max_root_table = format::table_len(&root);

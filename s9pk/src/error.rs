@@ -147,6 +147,40 @@ pub enum S9pkError {
     /// A commitment string that is not `sha256:<64 lower-case hex>`.
     #[error("invalid root hash {0:?}: expected sha256:<64 lower-case hex digits>")]
     InvalidCommitment(String),
+    /// Two regions of the file (header, tables, member bodies) overlap. Positions are not
+    /// signed, so sharing bytes between entries would let a small file stand for a much
+    /// larger archive.
+    #[error("{what}: bytes {start}..{end} overlap {other} (bytes {other_start}..{other_end})")]
+    Overlap {
+        /// `member <path>`, `table <dir>` or `the root table`.
+        what: String,
+        /// Start of its range.
+        start: u64,
+        /// End (exclusive) of its range.
+        end: u64,
+        /// What already holds the bytes: `the header`, `the root table`, a table or a member.
+        other: String,
+        /// Start of that range.
+        other_start: u64,
+        /// End (exclusive) of that range.
+        other_end: u64,
+    },
+    /// More entries than [`crate::MAX_ENTRIES`].
+    #[error("{context}: more than {limit} entries in the archive")]
+    TooManyEntries {
+        /// The table being read, or `building archive`.
+        context: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The full paths of all entries add up to more than [`crate::MAX_PATH_BYTES`].
+    #[error("{context}: entry paths exceed {limit} bytes in total")]
+    PathBytesExceeded {
+        /// The entry that crossed the limit, or `building archive`.
+        context: String,
+        /// The limit.
+        limit: u64,
+    },
     /// A size or offset computation overflowed (only reachable with hostile input).
     #[error("{0}: size arithmetic overflow")]
     Overflow(String),

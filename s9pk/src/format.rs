@@ -27,6 +27,14 @@ pub const DEFAULT_MAX_ROOT_TABLE: u64 = 1 << 20;
 /// hash: tables are read into memory eagerly, so this bounds the memory a hostile file can
 /// make us allocate.
 pub const HARD_MAX_TABLES: u64 = 64 << 20;
+/// Most entries (files, directories and missing markers together) in one archive. Every
+/// entry costs memory for its listing, so this bounds what a small hostile file can make the
+/// loader hold; real packages have a few dozen (assets travel as one squashfs image).
+pub const MAX_ENTRIES: u64 = 1 << 16;
+/// Most bytes of full entry paths (`a/b/c`) in one archive. Paths repeat their parents'
+/// names, so nesting turns a short table entry into a path of up to 8 KiB; this caps the
+/// listing however the names are arranged.
+pub const MAX_PATH_BYTES: u64 = 16 << 20;
 /// Squashfs members start on this boundary so the kernel can loop-mount them by offset.
 pub const SQUASHFS_ALIGN: u64 = 4096;
 
@@ -194,6 +202,41 @@ pub(crate) fn node_dir_hash(children: &BTreeMap<String, Node>) -> [u8; 32] {
     )
 }
 
+/// Checks a tree about to be written against the limits the loader enforces, so the writer
+/// never produces an archive that will not open.
+pub(crate) fn check_limits(root: &BTreeMap<String, Node>) -> Result<()> {
+    fn walk(dir: &BTreeMap<String, Node>, prefix: u64, totals: &mut (u64, u64)) {
+        for (name, node) in dir {
+            let path = if prefix == 0 {
+                name.len() as u64
+            } else {
+                prefix + 1 + name.len() as u64
+            };
+            totals.0 += 1;
+            totals.1 += path;
+            if let Body::Dir(children) = &node.body {
+                walk(children, path, totals);
+            }
+        }
+    }
+    let mut totals = (0, 0);
+    walk(root, 0, &mut totals);
+    let context = || "building archive".to_owned();
+    if totals.0 > MAX_ENTRIES {
+        return Err(S9pkError::TooManyEntries {
+            context: context(),
+            limit: MAX_ENTRIES,
+        });
+    }
+    if totals.1 > MAX_PATH_BYTES {
+        return Err(S9pkError::PathBytesExceeded {
+            context: context(),
+            limit: MAX_PATH_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// One entry as parsed from a table.
 #[derive(Debug, Clone)]
 pub(crate) struct RawEntry {
@@ -208,8 +251,15 @@ pub(crate) struct RawEntry {
 
 /// Parses a table. `table` names it for errors, `dir` is its path prefix (`""` for root).
 /// Name errors are reported as table errors so the message says which table held them.
-pub(crate) fn parse_table(bytes: &[u8], table: &str, dir: &str) -> Result<Vec<RawEntry>> {
-    parse_table_inner(bytes, table, dir).map_err(|e| match e {
+/// `max_entries` is what is left of the archive's entry budget: a larger count is refused
+/// before anything is allocated for it.
+pub(crate) fn parse_table(
+    bytes: &[u8],
+    table: &str,
+    dir: &str,
+    max_entries: u64,
+) -> Result<Vec<RawEntry>> {
+    parse_table_inner(bytes, table, dir, max_entries).map_err(|e| match e {
         S9pkError::InvalidName { .. } => S9pkError::MalformedTable {
             table: table.to_owned(),
             reason: e.to_string(),
@@ -218,7 +268,12 @@ pub(crate) fn parse_table(bytes: &[u8], table: &str, dir: &str) -> Result<Vec<Ra
     })
 }
 
-fn parse_table_inner(bytes: &[u8], table: &str, dir: &str) -> Result<Vec<RawEntry>> {
+fn parse_table_inner(
+    bytes: &[u8],
+    table: &str,
+    dir: &str,
+    max_entries: u64,
+) -> Result<Vec<RawEntry>> {
     let bad = |reason: String| S9pkError::MalformedTable {
         table: table.to_owned(),
         reason,
@@ -237,6 +292,12 @@ fn parse_table_inner(bytes: &[u8], table: &str, dir: &str) -> Result<Vec<RawEntr
             .try_into()
             .map_err(|_| bad("count".into()))?,
     ));
+    if count > max_entries {
+        return Err(S9pkError::TooManyEntries {
+            context: table.to_owned(),
+            limit: MAX_ENTRIES,
+        });
+    }
     // Check the count against the bytes actually present before allocating for it.
     if count.saturating_mul(MIN_ENTRY_LEN) > bytes.len() as u64 {
         return Err(bad(format!(

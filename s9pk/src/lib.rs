@@ -44,7 +44,9 @@ mod commitment;
 mod error;
 mod format;
 mod keys;
+mod load;
 mod names;
+mod regions;
 
 pub use archive::{Archive, EntryInfo, EntryKind, MemberReader, OpenOptions};
 pub use builder::ArchiveBuilder;
@@ -52,8 +54,8 @@ pub use commitment::Commitment;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{Result, S9pkError};
 pub use format::{
-    DEFAULT_MAX_ROOT_TABLE, HARD_MAX_TABLES, HEADER_LEN, MAGIC, SIG_CONTEXT, SQUASHFS_ALIGN,
-    VERSION, signed_message,
+    DEFAULT_MAX_ROOT_TABLE, HARD_MAX_TABLES, HEADER_LEN, MAGIC, MAX_ENTRIES, MAX_PATH_BYTES,
+    SIG_CONTEXT, SQUASHFS_ALIGN, VERSION, signed_message,
 };
 pub use keys::{generate_key, parse_public_key, public_key_string, read_key_pem, write_key_pem};
 pub use names::{MAX_DEPTH, MAX_NAME_LEN, validate_path};

@@ -60,7 +60,7 @@ proptest! {
         let path = write_tmp(dir.path(), "a.s9pk", &bytes);
         let a = Archive::open(&path, &OpenOptions { expected: Some(commitment), trusted_keys: Some(vec![key.verifying_key()]) }).expect("open");
         prop_assert_eq!(a.commitment(), commitment);
-        let listed: Vec<String> = a.entries().into_iter().map(|e| e.path).collect();
+        let listed: Vec<String> = a.entries().iter().map(|e| e.path.clone()).collect();
         let mut sorted = listed.clone();
         sorted.sort();
         let expected: Vec<String> = model.keys().cloned().collect();
@@ -266,9 +266,9 @@ fn test_vectors_rebuild_identically() {
     let f = open(&dir.join("nested-x86_64.s9pk")).unwrap();
     let missing: Vec<_> = f
         .entries()
-        .into_iter()
+        .iter()
         .filter(|e| e.kind == EntryKind::Missing)
-        .map(|e| e.path)
+        .map(|e| e.path.clone())
         .collect();
     assert_eq!(missing, vec!["images/aarch64/main.squashfs".to_string()]);
 }

@@ -100,10 +100,10 @@ fn every_table_byte_is_covered() {
                 let tp = write_tmp(dir.path(), "t.s9pk", &t);
                 if let Err(e) = open(&tp) {
                     // Table damage found at open names a table (this one, or a child whose
-                    // position field was hit).
+                    // position field was hit), or a moved region that now overlaps another.
                     let m = e.to_string();
                     assert!(
-                        m.contains("table") || m.contains("truncated"),
+                        m.contains("table") || m.contains("truncated") || m.contains(" overlap "),
                         "{label} byte {at}: {m}"
                     );
                     caught_at_open += 1;
@@ -573,4 +573,48 @@ fn reader_withholds_the_final_bytes_of_a_bad_member() {
     let (e, _) = build(&[("empty", Vec::new())], &test_key());
     let ea = open(&write_tmp(dir.path(), "e.s9pk", &e)).unwrap();
     assert_eq!(ea.read_to_vec("empty", 0).unwrap(), Vec::<u8>::new());
+}
+
+#[test]
+fn bidi_and_invisible_characters_in_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, reason) in [
+        ("evil\u{202e}gpj.exe", "bidirectional control"),
+        ("a\u{2066}b", "bidirectional control"),
+        ("a\u{200f}b", "bidirectional control"),
+        ("a\u{061c}b", "bidirectional control"),
+        ("a\u{200b}b", "invisible format"),
+        ("a\u{200d}b", "invisible format"),
+        ("\u{feff}manifest.json", "invisible format"),
+        ("a\u{00ad}b", "invisible format"),
+        ("a\u{e0041}b", "invisible format"),
+        ("a\u{2028}b", "line and paragraph separators"),
+        ("a\u{00a0}b", "spaces other than U+0020"),
+        ("a\u{3000}b", "spaces other than U+0020"),
+        ("a\u{e000}b", "private-use and unassigned"),
+        ("a\u{3164}b", "invisible characters"),
+        ("a\u{fe0f}b", "invisible characters"),
+    ] {
+        let e = ArchiveBuilder::new()
+            .add_bytes(name, vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(reason), "builder, {name:?}: {e}");
+        let p = write_tmp(dir.path(), "h.s9pk", &hostile(&[name.as_bytes()]));
+        let e = open(&p).unwrap_err().to_string();
+        assert!(
+            e.starts_with("root table is malformed: invalid entry name") && e.contains(reason),
+            "loader, {name:?}: {e}"
+        );
+    }
+    // Ordinary non-ASCII names and plain spaces stay valid.
+    for name in ["café", "漢字.txt", "a b", "emoji 🎉"] {
+        ArchiveBuilder::new().add_bytes(name, vec![]).unwrap();
+        open(&write_tmp(
+            dir.path(),
+            "ok.s9pk",
+            &hostile(&[name.as_bytes()]),
+        ))
+        .unwrap();
+    }
 }

@@ -63,3 +63,19 @@ pub fn open_and_verify(path: &Path, opts: &OpenOptions) -> Result<Archive, Strin
     a.verify_all(1, &|_| {}).map_err(|e| e.to_string())?;
     Ok(a)
 }
+
+pub mod craft;
+
+/// Whether a test that needs an external tool (or root, or loop devices) may run. When the
+/// tool is missing it is skipped with a note on a developer's machine, but under CI (env var
+/// `CI` set) the test fails instead, so that a missing install step cannot pass silently.
+pub fn tool_available(test: &str, missing: Option<String>) -> bool {
+    let Some(missing) = missing else {
+        return true;
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {missing}; CI must provide it");
+    }
+    println!("SKIP {test}: {missing}");
+    false
+}

@@ -102,7 +102,7 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<u8> {
         InspectCommand::Tree { file } => {
             let archive = open(file, &[])?;
             for entry in archive.entries() {
-                writeln!(out, "{}", tree_line(&entry))?;
+                writeln!(out, "{}", tree_line(entry))?;
             }
         }
         InspectCommand::Cat { file, path } => {
@@ -130,8 +130,9 @@ pub fn check_contents(archive: &s9pk::Archive) -> Result<sdk::Manifest> {
     manifest
         .validate()
         .map_err(|e| super::pack::validation_error("manifest.json", &e))?;
-    let entries = archive.entries();
-    let has = |path: &str| entries.iter().any(|e| e.path == path);
+    // A lookup per name: the manifest and the listing are both untrusted, so a scan of one
+    // per item of the other would be quadratic.
+    let has = |path: &str| archive.entry(path).is_some();
     for id in manifest.images.keys() {
         for arch in manifest.image_arch(id).unwrap_or_default() {
             for ext in ["squashfs", "json"] {
@@ -158,27 +159,58 @@ pub fn verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<u8> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let total = archive
-        .entries()
-        .iter()
-        .map(|e| match e.kind {
-            s9pk::EntryKind::File { size, .. } => size,
-            s9pk::EntryKind::Missing => 0,
-        })
-        .sum();
+    let (present, missing, total) = member_counts(&archive);
     let bar = progress::bytes("verifying", total);
     let result = archive.verify_all(threads, &|done| bar.set_position(done));
     bar.finish_and_clear();
     result.with_context(|| format!("{}", args.file.display()))?;
     check_contents(&archive).with_context(|| format!("{}", args.file.display()))?;
+    let signer = s9pk::public_key_string(&archive.signer());
+    let trust = if args.trusted_key.is_empty() {
+        format!("signature valid for signer {signer}; signer NOT checked against a trusted key")
+    } else {
+        format!("signature valid for trusted signer {signer}")
+    };
     writeln!(
         out,
-        "{}: verified (signer {}, {})",
+        "{}: contents verified: {trust}; every table and all {present} present members \
+         ({total} bytes) match {}",
         args.file.display(),
-        s9pk::public_key_string(&archive.signer()),
         archive.commitment()
     )?;
+    if missing > 0 {
+        writeln!(
+            out,
+            "{}: {missing} members are missing markers (filtered out) and were not checked",
+            args.file.display()
+        )?;
+    }
+    if args.trusted_key.is_empty() {
+        // Anyone can sign an archive with a key of their own, so a valid signature alone
+        // says nothing about who made it; only the exit status stays 0, for checking the
+        // integrity of one's own builds.
+        eprintln!(
+            "warning: {}: the signer was not checked; pass --trusted-key {signer} (or the key \
+             you expect) to verify who signed it",
+            args.file.display()
+        );
+    }
     Ok(0)
+}
+
+/// Present members, missing markers, and the bytes of the present members.
+fn member_counts(archive: &s9pk::Archive) -> (usize, usize, u64) {
+    let mut counts = (0, 0, 0);
+    for entry in archive.entries() {
+        match entry.kind {
+            s9pk::EntryKind::File { size, .. } => {
+                counts.0 += 1;
+                counts.2 += size;
+            }
+            s9pk::EntryKind::Missing => counts.1 += 1,
+        }
+    }
+    counts
 }
 
 pub fn filter(args: &FilterArgs, out: &mut dyn Write) -> Result<u8> {
