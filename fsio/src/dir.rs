@@ -270,6 +270,13 @@ impl OpenFile {
         &self.meta
     }
 
+    /// Sets the file's permission bits (through the descriptor, so the file checked is the
+    /// file changed).
+    pub fn set_mode(&self, mode: u32) -> Result<()> {
+        rustix::fs::fchmod(&self.file, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| FsioError::io("set permissions of", &self.path)(e.into()))
+    }
+
     /// The whole content, refusing a file over `limit` bytes. The file may grow after it was
     /// checked, so at most `limit + 1` bytes are ever read.
     pub fn read_limited(mut self, limit: u64) -> Result<Vec<u8>> {

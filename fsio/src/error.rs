@@ -17,7 +17,7 @@ pub enum FsioError {
     NotRegular { path: PathBuf, found: &'static str },
     #[error("{path} is a {found}, not a directory")]
     NotDirectory { path: PathBuf, found: &'static str },
-    #[error("{path} is {len} bytes or more, over the limit of {limit}")]
+    #[error("{path} is {len} bytes or more: more than the limit of {limit}")]
     TooLarge { path: PathBuf, len: u64, limit: u64 },
 }
 
