@@ -213,6 +213,13 @@ async fn a_symlinked_kind_directory_is_an_error_never_a_detour() {
     assert!(f.store.resync().await.is_err());
     assert!(f.get("Package", "a").await.is_some());
     assert!(elsewhere.path().join("a.yaml").exists());
+    // Even across a restart: the store opens, keeps every object and says why.
+    let f = f.reopen().await;
+    let a = f.get("Package", "a").await;
+    let (status, msg) = valid(a.as_ref()).unwrap();
+    assert_eq!(status, ConditionStatus::False, "{msg}");
+    assert!(msg.contains("symbolic link"), "{msg}");
+    assert!(elsewhere.path().join("a.yaml").exists());
 }
 
 #[tokio::test]

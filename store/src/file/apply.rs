@@ -47,12 +47,17 @@ pub(super) fn sync_once(
             // costs time proportional to the tree, never a hang.
             scanner.scan(root)
         };
-        let scan = scan.map_err(|msg| {
-            tracing::error!(error = %msg, "desired/ cannot be read: every object is kept");
-            StoreError::Internal(msg)
-        })?;
-        apply(engine, ledger, &w, &scan);
-        return Ok(());
+        match scan {
+            Ok(scan) => {
+                apply(engine, ledger, &w, &scan);
+                return Ok(());
+            }
+            Err(msg) => {
+                tracing::error!(error = %msg, "desired/ cannot be read: every object is kept");
+                keep_all(engine, &w, &msg);
+                return Err(StoreError::Internal(msg));
+            }
+        }
     }
 }
 
@@ -87,6 +92,19 @@ fn apply(engine: &Engine<FilePersist>, ledger: &Ledger, w: &Writer<'_>, scan: &S
     }
     if let Err(e) = remove_stale_events(engine, w, scan) {
         tracing::error!(error = %e, "removing reports about files no longer in desired/ failed");
+    }
+}
+
+/// When `desired/` cannot be read nothing is concluded from it: every user object stays,
+/// and says why its file is not followed.
+fn keep_all(engine: &Engine<FilePersist>, w: &Writer<'_>, msg: &str) {
+    for obj in engine.user_objects() {
+        let Some(kind) = kind_by_name(&obj.kind) else {
+            continue;
+        };
+        if let Err(e) = engine.set_file_validity(w, kind, obj.name(), Some(msg)) {
+            tracing::error!(object = %obj.key(), error = %e, "reporting an unreadable desired/ failed");
+        }
     }
 }
 

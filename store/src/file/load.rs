@@ -47,7 +47,16 @@ fn prepare(root_path: &Path) -> Result<Dir> {
     make_private(&root)?;
     root.remove_temporaries()?;
     for name in ["desired", "status", "secrets"] {
-        let dir = root.ensure_child(name, DIR_MODE)?;
+        let dir = match root.ensure_child(name, DIR_MODE) {
+            Ok(dir) => dir,
+            // desired/ is people's: when it is unusable (a symlink) the store still opens,
+            // and the scan keeps every object and reports why.
+            Err(e) if name == "desired" && !e.is_resource_fault() => {
+                tracing::error!(error = %e, "desired/ is unusable");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         make_private(&dir)?;
         dir.remove_temporaries()?;
         for sub in subdirs(&dir)? {

@@ -195,8 +195,11 @@ impl DesiredWatcher {
         // reported by an event, never neither.
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watch = start_watch(&root, tx.clone())?;
-        // The first scan happens before anyone can read the store.
-        syncer.run().await?;
+        // The first scan happens before anyone can read the store. When it fails every
+        // object is kept as recorded (and told why); the next scan tries again.
+        if let Err(e) = syncer.run().await {
+            tracing::error!(error = %e, "synchronising desired/ at start failed");
+        }
         let task = tokio::spawn(async move {
             loop {
                 let mut replies = Vec::new();
