@@ -45,12 +45,28 @@ impl FsioError {
         matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 
-    /// A fault of the machine rather than of the file's content or type: out of space, out
-    /// of descriptors, an I/O error. Callers retry these instead of judging the file.
+    /// A fault of the machine rather than of the file's content or type: out of
+    /// descriptors, memory or space, an I/O error, an interruption. Callers retry these
+    /// instead of judging the file by them.
     pub fn is_resource_fault(&self) -> bool {
-        matches!(self, Self::Io { source, .. } if !matches!(
-            source.kind(),
-            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
-        ))
+        use rustix::io::Errno;
+        let Self::Io { source, .. } = self else {
+            return false;
+        };
+        let Some(errno) = Errno::from_io_error(source) else {
+            return false;
+        };
+        [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::IO,
+            Errno::NOSPC,
+            Errno::DQUOT,
+            Errno::INTR,
+            Errno::AGAIN,
+            Errno::NOBUFS,
+        ]
+        .contains(&errno)
     }
 }

@@ -140,3 +140,24 @@ fn remove_temporaries_keeps_other_files() {
     assert_eq!(dir.remove_temporaries().unwrap(), 1);
     assert!(tmp.path().join("a").exists());
 }
+
+#[test]
+fn only_faults_of_the_machine_are_resource_faults() {
+    let io = |errno: rustix::io::Errno| FsioError::Io {
+        op: "open",
+        path: "x".into(),
+        source: errno.into(),
+    };
+    for fault in [rustix::io::Errno::MFILE, rustix::io::Errno::NOSPC] {
+        assert!(io(fault).is_resource_fault(), "{fault:?}");
+    }
+    // A socket swapped in (ENXIO), a missing file, a refused one: verdicts on the file.
+    for verdict in [
+        rustix::io::Errno::NXIO,
+        rustix::io::Errno::NOENT,
+        rustix::io::Errno::ACCESS,
+    ] {
+        assert!(!io(verdict).is_resource_fault(), "{verdict:?}");
+    }
+    assert!(!FsioError::Symlink { path: "x".into() }.is_resource_fault());
+}

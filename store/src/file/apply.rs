@@ -12,7 +12,7 @@ use crds::{
 };
 
 use super::{
-    desired::invalid_file_event_name,
+    desired::{INVALID_FILE_PREFIX, invalid_file_event_name},
     ledger::Ledger,
     persist::FilePersist,
     scan::{FileScan, Scan, Scanner},
@@ -220,7 +220,20 @@ fn file_report(event: &Object) -> Option<(&'static KindInfo, String)> {
 /// person deleted must not linger in an Event.
 fn remove_stale_events(engine: &Engine<FilePersist>, w: &Writer<'_>, scan: &Scan) -> Result<()> {
     let events = event_kind()?;
-    for event in engine.list(events).items {
+    // Only the store's own reports, picked by name, are looked at (and cloned): a
+    // re-scan must not cost a copy of every Event.
+    let reports: Vec<_> = engine
+        .read()
+        .objects
+        .get(events.kind)
+        .map(|m| {
+            m.range(INVALID_FILE_PREFIX.to_owned()..)
+                .take_while(|(n, _)| n.starts_with(INVALID_FILE_PREFIX))
+                .map(|(_, o)| o.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for event in reports {
         let Some((kind, name)) = file_report(&event) else {
             continue;
         };

@@ -92,6 +92,9 @@ pub fn crds_yaml(text: &str) -> Result<Object, String> {
     })
 }
 
+/// Every report about an unusable file is named with this.
+pub const INVALID_FILE_PREFIX: &str = "invalid-file-";
+
 /// The name of the `Event` that reports an unusable file for an object that does not exist.
 /// File names are not always valid object names (`Bad_Name.yaml`), so those are mapped to a
 /// valid name with a hash of the original to keep them apart.
@@ -107,7 +110,7 @@ pub fn invalid_file_event_name(kind: &KindInfo, name: &str) -> String {
         let hash = crds::name::stable_hash(&[name]);
         format!("{}-{hash:08x}", cleaned.trim_matches('-'))
     };
-    let mut n = format!("invalid-file-{}-{readable}", kind.singular);
+    let mut n = format!("{INVALID_FILE_PREFIX}{}-{readable}", kind.singular);
     if n.len() > crds::name::MAX_NAME_LEN {
         n.truncate(crds::name::MAX_NAME_LEN);
     }
