@@ -161,3 +161,16 @@ fn only_faults_of_the_machine_are_resource_faults() {
     }
     assert!(!FsioError::Symlink { path: "x".into() }.is_resource_fault());
 }
+
+#[test]
+fn a_huge_file_is_refused_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fs::File::create(tmp.path().join("sparse")).unwrap();
+    // Sparse: 64 GiB that would take minutes and all memory to read.
+    f.set_len(64 << 30).unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    match dir.read_file("sparse", 1 << 20) {
+        Err(FsioError::TooLarge { len, .. }) => assert_eq!(len, 64 << 30),
+        other => panic!("{other:?}"),
+    }
+}

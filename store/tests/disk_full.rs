@@ -110,10 +110,31 @@ async fn a_create_refused_for_a_full_disk_leaves_nothing_behind() {
     assert_eq!(names(&data.join("status/packages")), ["first.json"]);
     assert!(store.get(pkg, "second").await.unwrap_err().is_not_found());
 
+    // The same for an update: the file and the record keep the old version.
+    let (desired, record) = (
+        data.join("desired/packages/first.yaml"),
+        data.join("status/packages/first.json"),
+    );
+    let before = (fs::read(&desired).unwrap(), fs::read(&record).unwrap());
+    let mut changed = store.get(pkg, "first").await.unwrap();
+    changed.spec["source"]["version"] = json!("^2.0");
+    let err = store
+        .update(changed, &WriteOptions::default())
+        .await
+        .expect_err("the disk is full");
+    assert!(err.is_internal(), "{err:?}");
+    assert_eq!(
+        (fs::read(&desired).unwrap(), fs::read(&record).unwrap()),
+        before
+    );
+    assert_eq!(names(&data.join("desired/packages")), ["first.yaml"]);
+
     // With room again, a re-scan must not bring the refused create back.
     fs::remove_file(filler).unwrap();
     store.resync().await.unwrap();
     assert!(store.get(pkg, "second").await.unwrap_err().is_not_found());
+    let first = store.get(pkg, "first").await.unwrap();
+    assert_eq!(first.spec["source"]["version"], "^1.0");
     store
         .create(package("second"), &WriteOptions::default())
         .await

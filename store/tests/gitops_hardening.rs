@@ -223,6 +223,33 @@ async fn a_symlinked_kind_directory_is_an_error_never_a_detour() {
 }
 
 #[tokio::test]
+async fn a_symlink_or_fifo_in_place_of_a_file_keeps_its_object() {
+    let f = Fixture::new().await;
+    for name in ["linked", "piped"] {
+        f.write(
+            &format!("desired/packages/{name}.yaml"),
+            &package_yaml(name, "^1.0"),
+        );
+    }
+    f.store.resync().await.unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    fs::write(&secret, "TOPSECRET-first-line\n").unwrap();
+    f.remove("desired/packages/linked.yaml");
+    symlink(&secret, f.path("desired/packages/linked.yaml")).unwrap();
+    f.remove("desired/packages/piped.yaml");
+    mkfifo(&f.path("desired/packages/piped.yaml"));
+    f.store.resync().await.unwrap();
+    for (name, what) in [("linked", "symbolic link"), ("piped", "fifo")] {
+        let obj = f.get("Package", name).await;
+        assert!(obj.is_some(), "Package {name} was deleted");
+        let (status, msg) = valid(obj.as_ref()).unwrap();
+        assert_eq!(status, ConditionStatus::False, "{msg}");
+        assert!(msg.contains(what) && !msg.contains("TOPSECRET"), "{msg}");
+    }
+}
+
+#[tokio::test]
 async fn a_vanished_desired_keeps_every_object_and_is_watched_again() {
     let f = Fixture::new().await;
     f.write("desired/packages/a.yaml", &package_yaml("a", "^1.0"));
