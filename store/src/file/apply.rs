@@ -68,11 +68,17 @@ fn apply(engine: &Engine<FilePersist>, ledger: &Ledger, w: &Writer<'_>, scan: &S
         };
         // One file's trouble (even a failed write while reporting it) must not stop the
         // others from being synchronised.
-        if let Err(e) = sync_file(engine, w, kind, name, file) {
-            tracing::error!(object = %format!("{kind_name}/{name}"), error = %e, "synchronising a file from desired/ failed");
-        }
-        if kind.class == KindClass::User {
-            ledger.observed(kind.kind, name, Some(file.seen.clone()));
+        match sync_file(engine, w, kind, name, file) {
+            // Taken in (or judged unusable and reported): an API write may now replace it.
+            Ok(()) if kind.class == KindClass::User => {
+                ledger.observed(kind.kind, name, Some(file.seen.clone()));
+            }
+            Ok(()) => {}
+            // Not taken in (a full disk): the next scan tries again, and until then an API
+            // write over the file is still a conflict.
+            Err(e) => {
+                tracing::error!(object = %format!("{kind_name}/{name}"), error = %e, "synchronising a file from desired/ failed");
+            }
         }
     }
     for kind in crds::kinds().iter().filter(|k| k.class == KindClass::User) {
