@@ -279,6 +279,34 @@ async fn a_vanished_desired_keeps_every_object_and_is_watched_again() {
 }
 
 #[tokio::test]
+async fn a_vanished_desired_is_not_made_again_by_a_restart_or_a_write() {
+    let f = Fixture::new().await;
+    for name in ["a", "b"] {
+        f.write(
+            &format!("desired/packages/{name}.yaml"),
+            &package_yaml(name, "^1.0"),
+        );
+    }
+    f.store.resync().await.unwrap();
+    fs::remove_dir_all(f.path("desired")).unwrap();
+    let f = f.reopen().await;
+    assert!(!f.path("desired").exists(), "a restart made desired/ again");
+    let err = f
+        .store
+        .create(package("c", "^1.0"), &WriteOptions::default())
+        .await
+        .expect_err("no desired/ to write c into");
+    assert!(err.is_internal(), "{err}");
+    assert!(!f.path("desired").exists(), "a create made desired/ again");
+    assert!(f.store.resync().await.is_err());
+    for name in ["a", "b"] {
+        let obj = f.get("Package", name).await;
+        assert!(obj.is_some(), "Package {name} was deleted");
+        assert_eq!(valid(obj.as_ref()).unwrap().0, ConditionStatus::False);
+    }
+}
+
+#[tokio::test]
 async fn an_edit_just_before_an_api_write_is_never_lost() {
     let f = Fixture::new().await;
     f.store

@@ -27,12 +27,10 @@ pub fn desired_file_name(name: &str) -> String {
     format!("{name}.yaml")
 }
 
-/// The directory of `kind`'s desired files, created if missing.
+/// The directory of `kind`'s desired files, created if missing. `desired/` itself is not:
+/// made again with one file in it, it would say every other object was deleted.
 pub fn ensure_desired_kind(root: &Dir, kind: &KindInfo) -> Result<Dir> {
-    Ok(root
-        .ensure_child("desired", DIR_MODE)?
-        .labelled("desired")
-        .ensure_child(kind.plural, DIR_MODE)?)
+    Ok(desired(root)?.ensure_child(kind.plural, DIR_MODE)?)
 }
 
 /// The directory holding `kind`'s records (`status/<plural>/` or `secrets/`), created if

@@ -46,11 +46,19 @@ fn prepare(root_path: &Path) -> Result<Dir> {
     let root = layout::root(root_path)?;
     make_private(&root)?;
     root.remove_temporaries()?;
+    // desired/ is made only for a new store: made again over existing records, an empty
+    // desired/ would say every object was deleted.
+    let fresh = root.entry_kind("status")?.is_none();
     for name in ["desired", "status", "secrets"] {
-        let dir = match root.ensure_child(name, DIR_MODE) {
+        let made = if name == "desired" && !fresh {
+            root.child(name)
+        } else {
+            root.ensure_child(name, DIR_MODE)
+        };
+        let dir = match made {
             Ok(dir) => dir,
-            // desired/ is people's: when it is unusable (a symlink) the store still opens,
-            // and the scan keeps every object and reports why.
+            // desired/ is people's: when it is unusable (missing, a symlink) the store still
+            // opens, and the scan keeps every object and reports why.
             Err(e) if name == "desired" && !e.is_resource_fault() => {
                 tracing::error!(error = %e, "desired/ is unusable");
                 continue;
