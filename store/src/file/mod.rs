@@ -16,6 +16,11 @@
 //! later edit would be (so an edit made while the daemon was down is a change like any
 //! other). A file that does not parse never stops anything: its object keeps the last good
 //! spec from its record and gets `Valid=False` naming the file, line and column.
+//!
+//! What the store cannot read it does not take as an answer: a missing, symlinked or
+//! unlistable `desired/` (or kind directory) keeps every object it covers, with
+//! `Valid=False` saying why, and a person's edit the store has not read yet turns an API
+//! write over that file into a conflict rather than being overwritten.
 
 mod apply;
 mod desired;
