@@ -237,7 +237,7 @@ impl From<&StoreError> for Status {
             StoreError::Gone { .. } => Self::new(StatusCode::GONE, Reason::Expired, message),
             StoreError::BadRequest(_) => Self::bad_request(message),
             StoreError::Unsupported(_) => Self::method_not_allowed(message),
-            StoreError::Io { .. } => {
+            StoreError::Io { .. } | StoreError::File(_) | StoreError::Internal(_) => {
                 tracing::error!(error = %err, "store i/o error");
                 Self::internal(message)
             }

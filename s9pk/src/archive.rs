@@ -312,27 +312,9 @@ impl Archive {
 /// Opens `path` for reading, refusing anything but a regular file: opening a FIFO would block
 /// until some writer appears, and a device has no meaningful length.
 fn open_regular(path: &Path) -> Result<(File, u64)> {
-    let shown = path.display().to_string();
-    let not_regular = || {
-        S9pkError::io(
-            format!("opening {shown}"),
-            io::Error::other("not a regular file"),
-        )
-    };
-    // Checked before opening (which is what would block) and again on the opened file, in
-    // case the path was swapped in between.
-    let meta = std::fs::metadata(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
-    if !meta.is_file() {
-        return Err(not_regular());
-    }
-    let file = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| S9pkError::io(format!("reading {shown}"), e))?;
-    if !meta.is_file() {
-        return Err(not_regular());
-    }
-    Ok((file, meta.len()))
+    let opened = fsio::open_regular(path)?;
+    let len = opened.metadata().len();
+    Ok((opened.into_file(), len))
 }
 
 /// Turns every file below `node` into a missing marker. Directories stay present (their

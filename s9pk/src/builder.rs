@@ -1,7 +1,6 @@
 //! Building a new archive from bytes and files.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -169,7 +168,7 @@ fn seal_dirs(dir: &mut BTreeMap<String, Node>) {
 
 fn hash_file(path: &PathBuf) -> Result<([u8; 32], u64)> {
     let shown = path.display().to_string();
-    let mut f = File::open(path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+    let mut f = fsio::open_regular(path)?.into_file();
     let mut buf = vec![0u8; format::CHUNK];
     let mut h = Sha256::new();
     let mut total = 0u64;

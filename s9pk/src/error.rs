@@ -19,6 +19,9 @@ pub enum S9pkError {
         #[source]
         source: io::Error,
     },
+    /// Writing a file (a key) failed; the message names the file and the step.
+    #[error(transparent)]
+    File(#[from] fsio::FsioError),
     /// The first bytes are not our magic.
     #[error("not an s9pk archive: bad magic {found:02x?}")]
     BadMagic {

@@ -560,8 +560,7 @@ fn copy_body<W: Write>(
         Source::Bytes(bytes) => w.put(bytes),
         Source::Path(fs_path) => {
             let shown = fs_path.display().to_string();
-            let mut f =
-                File::open(fs_path).map_err(|e| S9pkError::io(format!("opening {shown}"), e))?;
+            let mut f = fsio::open_regular(fs_path)?.into_file();
             let mut hasher = Sha256::new();
             let mut total = 0u64;
             loop {

@@ -1,8 +1,6 @@
 //! Signing keys: generation, PKCS#8 PEM files, and the `ed25519:<base64>` public-key form
 //! used by `Registry.spec.trustedSigners`.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::Engine;
@@ -24,39 +22,14 @@ fn key_err(path: &Path, reason: impl ToString) -> S9pkError {
     }
 }
 
-/// Writes the key as PKCS#8 PEM with mode 0600. Written to a temporary file in the same
-/// directory, synced, then renamed, so a crash never leaves a half-written key behind and
-/// the secret is never readable by others, not even briefly.
+/// Writes the key as PKCS#8 PEM with mode 0600, replaced atomically and durably, so a crash
+/// never leaves a half-written key behind and the secret is never readable by others, not
+/// even briefly.
 pub fn write_key_pem(path: &Path, key: &SigningKey) -> Result<()> {
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| key_err(path, e))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| key_err(path, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(S9pkError::io(format!("writing key {}", path.display()), e));
-    }
+    fsio::write_atomic(path, pem.as_bytes(), 0o600)?;
     Ok(())
 }
 

@@ -531,7 +531,7 @@ fn read_limits_and_lookups() {
     let e = open(Path::new("/nonexistent/x.s9pk"))
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("opening /nonexistent/x.s9pk"), "{e}");
+    assert!(e.starts_with("cannot open /nonexistent/x.s9pk"), "{e}");
     let p = write_tmp(dir.path(), "text.s9pk", b"hello, this is not an archive at all, but long enough to hold a header........................................................................................................");
     assert!(
         open(&p)

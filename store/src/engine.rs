@@ -417,7 +417,7 @@ impl<P: Persist> Engine<P> {
                 }
             }
         }
-        obj.spec = serde_json::to_value(spec.redacted()).unwrap_or_default();
+        obj.spec = to_value(kind, &obj.metadata.name, spec.redacted())?;
         Ok(Some(spec))
     }
 
@@ -699,12 +699,12 @@ impl<P: Persist> Engine<P> {
         };
         let mut new = match patch {
             Patch::Merge(p) => {
-                let mut doc = serde_json::to_value(&current).unwrap_or_default();
+                let mut doc = to_value(kind, name, &current)?;
                 json_patch::merge(&mut doc, &p);
                 from_doc(kind, name, doc)?
             }
             Patch::Json(p) => {
-                let mut doc = serde_json::to_value(&current).unwrap_or_default();
+                let mut doc = to_value(kind, name, &current)?;
                 json_patch::patch(&mut doc, &p).map_err(|e| {
                     StoreError::BadRequest(format!("json patch on {} {name:?}: {e}", kind.kind))
                 })?;
@@ -800,6 +800,13 @@ impl<P: Persist> Engine<P> {
             .flat_map(|(_, m)| m.values().cloned())
             .collect()
     }
+}
+
+/// A value as JSON. Our own types always encode; should one not, that is the store's fault
+/// (500), never an empty value silently stored in its place.
+fn to_value(kind: &KindInfo, name: &str, value: impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(value)
+        .map_err(|e| StoreError::Internal(format!("cannot encode {} {name:?}: {e}", kind.kind)))
 }
 
 fn from_doc(kind: &KindInfo, name: &str, doc: Value) -> Result<Object> {

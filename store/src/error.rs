@@ -38,6 +38,14 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file the store keeps could not be read or written (disk full, out of descriptors, a
+    /// path under the data directory that is a symlink or not a directory). The machine's
+    /// fault, not the request's: answered 500, retried by controllers.
+    #[error(transparent)]
+    File(#[from] fsio::FsioError),
+    /// A fault inside the store (a value that would not encode): answered 500, retried.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A transport failure (HTTP backend) or another failure outside the request's control.
     #[error("{0}")]
     Unavailable(String),
@@ -80,5 +88,10 @@ impl StoreError {
 
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
+    }
+
+    /// The machine's fault (disk, descriptors, encoding), not the request's: worth retrying.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::File(_) | Self::Internal(_))
     }
 }

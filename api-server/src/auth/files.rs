@@ -1,11 +1,9 @@
 //! Private files under `<data_dir>/secrets/startd/`: created 0700/0600, replaced atomically.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use rand::RngCore;
 
 use super::AuthError;
 
@@ -21,42 +19,10 @@ pub(super) fn private_dir(dir: &Path) -> Result<(), AuthError> {
         .map_err(|source| AuthError::io("set permissions of", dir, source))
 }
 
-/// Replaces `path` with `contents` so that a crash leaves either the old or the new file,
-/// never a torn one: temp file (0600, same directory) + fsync + rename + fsync of the directory.
+/// Replaces `path` with `contents` (0600) so that a crash leaves either the old or the new
+/// file, never a torn one.
 pub(super) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AuthError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{:016x}", rand::rng().next_u64()));
-    let result = write_new(&tmp, contents)
-        .and_then(|()| {
-            fs::rename(&tmp, path).map_err(|source| AuthError::io("rename", &tmp, source))
-        })
-        .and_then(|()| sync_dir(dir));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_new(tmp: &Path, contents: &[u8]) -> Result<(), AuthError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(|source| AuthError::io("create", tmp, source))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| AuthError::io("write", tmp, source))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), AuthError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| AuthError::io("sync", dir, source))
+    Ok(fsio::write_atomic(path, contents, 0o600)?)
 }
 
 /// Reads a private file; `Ok(None)` when it does not exist. A file readable by others is

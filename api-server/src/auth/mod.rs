@@ -80,6 +80,9 @@ pub enum AuthError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Replacing a private file failed; the message names the file and the step.
+    #[error(transparent)]
+    File(#[from] fsio::FsioError),
     #[error(
         "password file {} does not hold an argon2 hash (set a new password with `startd reset-password`)",
         path.display()

@@ -10,8 +10,7 @@
 //! (the client refuses anything else).
 
 use std::{
-    io::Write,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -113,11 +112,22 @@ pub fn read_token(url: &str) -> Result<Option<String>> {
     {
         return Ok(Some(t.trim().to_owned()));
     }
+    // A token is a few dozen bytes; a FIFO, a link or a huge file in its place is refused
+    // rather than waited on or read whole.
+    const MAX_TOKEN_BYTES: u64 = 4096;
     let path = token_path(url)?;
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        bail!("token path {} has no directory", path.display());
+    };
+    let read = fsio::Dir::open(dir).and_then(|d| d.read_file(name, MAX_TOKEN_BYTES));
+    match read {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8", path.display()))?;
+            let t = text.trim();
+            Ok((!t.is_empty()).then(|| t.to_owned()))
+        }
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
@@ -134,23 +144,8 @@ pub fn save_token(url: &str, token: &str) -> Result<PathBuf> {
         .with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot restrict {}", dir.display()))?;
-    let tmp = dir.join(format!(".token-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(token.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
+    fsio::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

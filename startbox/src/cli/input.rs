@@ -70,25 +70,13 @@ fn read_file(path: &Path) -> Result<Vec<Document>> {
 }
 
 /// The text of a regular file of at most [`MAX_INPUT_BYTES`]. Anything else is refused
-/// before it is opened: opening a FIFO waits for a writer, and a device such as /dev/zero
+/// without waiting on it: opening a FIFO waits for a writer, and a device such as /dev/zero
 /// never ends.
 fn read_regular_file(path: &Path) -> Result<String> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut text = String::new();
-    // The file may have grown since it was measured: read no more than the limit allows.
-    file.take(MAX_INPUT_BYTES + 1)
-        .read_to_string(&mut text)
+    let bytes = fsio::open_regular(path)
+        .and_then(|f| f.read_limited(MAX_INPUT_BYTES))
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if text.len() as u64 > MAX_INPUT_BYTES {
-        bail!("{} is larger than {MAX_INPUT_BYTES} bytes", path.display());
-    }
-    Ok(text)
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 /// The manifest files under `dir`, recursively, sorted by path. Hidden entries (`.git`,
@@ -236,9 +224,8 @@ mod tests {
         std::os::unix::fs::symlink("../a.yaml", sub.join("link.yaml")).unwrap();
 
         let explicit = fifo.clone();
-        let err = within_seconds(move || read_manifests(&[explicit]).map(|d| d.len()))
-            .unwrap_err()
-            .to_string();
+        let err = within_seconds(move || read_manifests(&[explicit]).map(|d| d.len())).unwrap_err();
+        let err = format!("{err:#}");
         assert!(err.contains("not a regular file"), "{err}");
 
         let root = dir.path().to_owned();

@@ -2,14 +2,9 @@
 //! holding what people write (apiVersion, kind, name, labels, annotations, spec) and
 //! nothing else, so that it reads and diffs well under git.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fs,
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::collections::BTreeMap;
 
-use crds::{KindClass, KindInfo, Object, ObjectMeta};
+use crds::{KindInfo, Object, ObjectMeta};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -34,13 +29,7 @@ struct DesiredMeta<'a> {
     annotations: &'a BTreeMap<String, String>,
 }
 
-pub fn path_of(root: &Path, kind: &KindInfo, name: &str) -> PathBuf {
-    root.join("desired")
-        .join(kind.plural)
-        .join(format!("{name}.yaml"))
-}
-
-pub fn encode(obj: &Object) -> String {
+pub fn encode(obj: &Object) -> crate::Result<String> {
     let doc = DesiredDoc {
         api_version: &obj.api_version,
         kind: &obj.kind,
@@ -54,8 +43,12 @@ pub fn encode(obj: &Object) -> String {
     // Long one-line values (SSH keys) stay on one line: folded blocks read and diff badly.
     let mut options = serde_saphyr::SerializerOptions::default();
     options.folded_wrap_chars = usize::MAX / 2;
-    // Serializing plain data with string keys into YAML does not fail.
-    serde_saphyr::to_string_with_options(&doc, options).unwrap_or_default()
+    serde_saphyr::to_string_with_options(&doc, options).map_err(|e| {
+        crate::StoreError::Internal(format!(
+            "cannot encode the desired file of {}: {e}",
+            obj.key()
+        ))
+    })
 }
 
 /// Parses and validates the file at `rel` (relative to the data directory, used in messages)
@@ -99,120 +92,8 @@ pub fn crds_yaml(text: &str) -> Result<Object, String> {
     })
 }
 
-/// One file's parse result, reused while its size and mtime are unchanged.
-#[derive(Debug, Clone)]
-struct Cached {
-    len: u64,
-    modified: Option<SystemTime>,
-    result: Result<Object, String>,
-}
-
-/// What the `desired/` tree holds now.
-#[derive(Debug, Default)]
-pub struct Scan {
-    /// By kind and name: the object, or the message saying why its file is unusable.
-    pub files: BTreeMap<(&'static str, String), Result<Object, String>>,
-}
-
-#[derive(Debug, Default)]
-pub struct Scanner {
-    cache: HashMap<PathBuf, Cached>,
-}
-
-impl Scanner {
-    pub fn scan(&mut self, root: &Path) -> Scan {
-        let mut scan = Scan::default();
-        let mut seen = Vec::new();
-        let desired = root.join("desired");
-        let Ok(dirs) = fs::read_dir(&desired) else {
-            return scan;
-        };
-        for dir in dirs.flatten() {
-            let dir_name = dir.file_name().to_string_lossy().into_owned();
-            if dir_name.starts_with('.') || !dir.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let Some(kind) = crds::kind_by_plural(&dir_name) else {
-                tracing::warn!(path = %dir.path().display(), "ignoring directory: not a kind's plural name");
-                continue;
-            };
-            let Ok(entries) = fs::read_dir(dir.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let file_name = entry.file_name().to_string_lossy().into_owned();
-                let Some(name) = file_name
-                    .strip_suffix(".yaml")
-                    .or_else(|| file_name.strip_suffix(".yml"))
-                else {
-                    continue;
-                };
-                if file_name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
-                    continue;
-                }
-                let rel = format!("desired/{dir_name}/{file_name}");
-                let result = match kind.class {
-                    KindClass::User => self.read(&entry.path(), &rel, kind, name),
-                    KindClass::Secret => Err(format!(
-                        "{rel}: secrets are not read from desired/ (values would sit in plain files): apply them with start-cli"
-                    )),
-                    KindClass::Derived => Err(format!(
-                        "{rel}: {} is a derived kind, written only by its controller",
-                        kind.kind
-                    )),
-                };
-                seen.push(entry.path());
-                let key = (kind.kind, name.to_owned());
-                let duplicate = scan.files.contains_key(&key);
-                let result = if duplicate {
-                    Err(format!("{rel}: both {name}.yaml and {name}.yml exist"))
-                } else {
-                    result
-                };
-                scan.files.insert(key, result);
-            }
-        }
-        self.cache.retain(|p, _| seen.contains(p));
-        scan
-    }
-
-    fn read(
-        &mut self,
-        path: &Path,
-        rel: &str,
-        kind: &KindInfo,
-        name: &str,
-    ) -> Result<Object, String> {
-        let meta = fs::metadata(path).map_err(|e| format!("{rel}: {e}"))?;
-        let (len, modified) = (meta.len(), meta.modified().ok());
-        if let Some(c) = self
-            .cache
-            .get(path)
-            .filter(|c| c.len == len && c.modified == modified)
-        {
-            return c.result.clone();
-        }
-        let result = if len > MAX_FILE_BYTES {
-            Err(format!(
-                "{rel}: file is {len} bytes, more than the limit of {MAX_FILE_BYTES}"
-            ))
-        } else {
-            match fs::read(path) {
-                Ok(bytes) => decode(rel, &bytes, kind, name),
-                Err(e) => Err(format!("{rel}: {e}")),
-            }
-        };
-        self.cache.insert(
-            path.to_owned(),
-            Cached {
-                len,
-                modified,
-                result: result.clone(),
-            },
-        );
-        result
-    }
-}
+/// Every report about an unusable file is named with this.
+pub const INVALID_FILE_PREFIX: &str = "invalid-file-";
 
 /// The name of the `Event` that reports an unusable file for an object that does not exist.
 /// File names are not always valid object names (`Bad_Name.yaml`), so those are mapped to a
@@ -229,7 +110,7 @@ pub fn invalid_file_event_name(kind: &KindInfo, name: &str) -> String {
         let hash = crds::name::stable_hash(&[name]);
         format!("{}-{hash:08x}", cleaned.trim_matches('-'))
     };
-    let mut n = format!("invalid-file-{}-{readable}", kind.singular);
+    let mut n = format!("{INVALID_FILE_PREFIX}{}-{readable}", kind.singular);
     if n.len() > crds::name::MAX_NAME_LEN {
         n.truncate(crds::name::MAX_NAME_LEN);
     }
