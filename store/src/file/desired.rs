@@ -83,13 +83,7 @@ pub fn decode(rel: &str, bytes: &[u8], kind: &KindInfo, name: &str) -> Result<Ob
 
 /// YAML into an object, with the limits that keep hostile files harmless.
 pub fn crds_yaml(text: &str) -> Result<Object, String> {
-    // saphyr's message carries a source excerpt after the first line; keep the first line
-    // (`line 7 column 11: unclosed bracket '['`), which is what a condition can show.
-    serde_saphyr::from_str::<Object>(text).map_err(|e| {
-        let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or_default();
-        first.strip_prefix("error: ").unwrap_or(first).to_owned()
-    })
+    serde_saphyr::from_str::<Object>(text).map_err(|e| crds::yaml_error_line(&e))
 }
 
 /// Every report about an unusable file is named with this.
