@@ -19,7 +19,7 @@
 //!     `True` is the bad state. The message says what holds it back.
 //! - `status.observedGeneration` is set to `metadata.generation`.
 //!
-//! Storm safety (reference section D.1): the conditions are computed from the object alone,
+//! Storm safety (every status write is a change that wakes every watcher): the conditions are computed from the object alone,
 //! `lastTransitionTime` moves only when a status flips, and the status is written only when
 //! it changed. So the reconcile that follows this controller's own write computes the same
 //! status and writes nothing: one change costs at most two reconciles (the storm test in

@@ -1,5 +1,5 @@
-//! The controller runtime's rules (`shared/reference/controllers-and-style.md` section A),
-//! each proven with the clock paused.
+//! The controller runtime's rules (listed in `src/runtime/mod.rs`), each proven with the
+//! clock paused.
 //!
 //! Most tests are scenarios written as data and run by [`check`]: objects in, a script of
 //! steps (write an object, let time pass, release a blocked reconcile, shut down), and the

@@ -319,7 +319,7 @@ impl Controller {
                 biased;
                 () = shutdown.graceful() => break,
                 // Everything already waiting is taken before anything starts, so a burst of
-                // events for one key costs one run rather than a run and a re-run (rule 3).
+                // events for one key costs one run rather than a run and a re-run.
                 // Bounded, so a flood cannot starve the workers.
                 Some(change) = changes.recv() => {
                     let waiting = std::iter::from_fn(|| changes.try_recv().ok()).take(DRAIN);
