@@ -32,7 +32,7 @@ fn row(obj: &Object, now: Time) -> Value {
     let ready = obj
         .conditions()
         .into_iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == crds::condition::types::READY)
         .map(|c| format!("{:?}", c.status))
         .unwrap_or_default();
     let age = obj

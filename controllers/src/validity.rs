@@ -15,7 +15,8 @@
 //!   - `Ready=True` when the object is valid, nothing is reconciling, nothing is stalled and
 //!     no other condition reports a failure. A failure is, for now, a condition with status
 //!     `False` (or `Unknown`: not known to be fine) other than the ones with negative
-//!     polarity ([`NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`, `TasksPending`), whose
+//!     polarity ([`crds::condition::NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`,
+//!     `TasksPending`), whose
 //!     `True` is the bad state. The message says what holds it back.
 //! - `status.observedGeneration` is set to `metadata.generation`.
 //!
@@ -33,7 +34,9 @@ use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use crds::{
-    Condition, ConditionStatus, KindClass, Object, Time, condition::find_condition, kind_by_name,
+    Condition, ConditionStatus, KindClass, Object, Time,
+    condition::{NEGATIVE_POLARITY, find_condition, reasons, types},
+    kind_by_name,
 };
 use serde_json::Value;
 use store::Store;
@@ -46,16 +49,8 @@ use crate::runtime::{
 /// The name in logs, metrics and `Stalled` messages.
 pub const NAME: &str = "validity";
 
-pub const VALID: &str = "Valid";
-pub const RECONCILING: &str = "Reconciling";
-pub const READY: &str = "Ready";
-pub const STALLED: &str = "Stalled";
-
-/// Conditions whose `True` is the bad state; their `False` is not a failure.
-pub const NEGATIVE_POLARITY: &[&str] = &["Stalled", "Reconciling", "TasksPending"];
-
 /// The conditions this controller writes (all others are someone else's).
-const OWN: &[&str] = &[VALID, RECONCILING, READY];
+const OWN: &[&str] = &[types::VALID, types::RECONCILING, types::READY];
 
 /// Where the time written into `lastTransitionTime` comes from.
 pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
@@ -154,10 +149,15 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     let mut out = Vec::new();
 
     // Valid: a Valid=False (the store's, for a broken file) stays as it is.
-    let valid = match find_condition(&existing, VALID) {
+    let valid = match find_condition(&existing, types::VALID) {
         Some(c) if c.status == ConditionStatus::False => c.clone(),
         _ => {
-            let c = cond(VALID, ConditionStatus::True, "Valid", String::new());
+            let c = cond(
+                types::VALID,
+                ConditionStatus::True,
+                reasons::VALID,
+                String::new(),
+            );
             out.push(c.clone());
             c
         }
@@ -174,7 +174,7 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     // Reconciling
     let stale: Vec<&str> = others
         .iter()
-        .filter(|c| c.type_ != STALLED)
+        .filter(|c| c.type_ != types::STALLED)
         .filter(
             |c| matches!((c.observed_generation, generation), (Some(seen), Some(g)) if seen < g),
         )
@@ -190,10 +190,10 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
                 meta.finalizers.join(", ")
             )
         };
-        Some(("Deleting", waiting))
+        Some((reasons::DELETING, waiting))
     } else if !stale.is_empty() {
         Some((
-            "Progressing",
+            reasons::PROGRESSING,
             format!(
                 "generation {} not yet observed by: {}",
                 generation.unwrap_or_default(),
@@ -204,13 +204,16 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
         None
     };
     out.push(match &reconciling {
-        Some((reason, message)) => {
-            cond(RECONCILING, ConditionStatus::True, reason, message.clone())
-        }
+        Some((reason, message)) => cond(
+            types::RECONCILING,
+            ConditionStatus::True,
+            reason,
+            message.clone(),
+        ),
         None => cond(
-            RECONCILING,
+            types::RECONCILING,
             ConditionStatus::False,
-            "UpToDate",
+            reasons::UP_TO_DATE,
             "every condition reflects the current generation".into(),
         ),
     });
@@ -218,7 +221,7 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     // Ready
     let stalled = others
         .iter()
-        .find(|c| c.type_ == STALLED && c.status == ConditionStatus::True);
+        .find(|c| c.type_ == types::STALLED && c.status == ConditionStatus::True);
     let failures: Vec<String> = others
         .iter()
         .filter(|c| !NEGATIVE_POLARITY.contains(&c.type_.as_str()))
@@ -237,32 +240,32 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
         .collect();
     out.push(if valid.status != ConditionStatus::True {
         cond(
-            READY,
+            types::READY,
             ConditionStatus::False,
-            "Invalid",
+            reasons::INVALID,
             format!("not valid: {}", valid.message),
         )
     } else if let Some((reason, message)) = reconciling {
-        cond(READY, ConditionStatus::False, reason, message)
+        cond(types::READY, ConditionStatus::False, reason, message)
     } else if let Some(s) = stalled {
         cond(
-            READY,
+            types::READY,
             ConditionStatus::False,
-            "Stalled",
+            reasons::STALLED,
             format!("stalled: {}", s.message),
         )
     } else if !failures.is_empty() {
         cond(
-            READY,
+            types::READY,
             ConditionStatus::False,
-            "NotReady",
+            reasons::NOT_READY,
             failures.join("; "),
         )
     } else {
         cond(
-            READY,
+            types::READY,
             ConditionStatus::True,
-            "Ready",
+            reasons::READY,
             "valid, up to date, and no condition reports a failure".into(),
         )
     });

@@ -1160,6 +1160,49 @@ async fn stalled_is_recorded_even_after_the_reconciler_wrote_status() {
     h.stop().await;
 }
 
+/// Gives `name` a `Stalled=True` written by `by`, with `message`.
+async fn seed_stalled(store: &TestStore, name: &str, by: &str, message: &str) {
+    let mut obj = store.get(pkg(), name).await.expect("get to seed");
+    obj.status = Some(serde_json::json!({"conditions": [{
+        "type": "Stalled",
+        "status": "True",
+        "reason": "ReconcileFailed",
+        "message": message,
+        "reportingController": by,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]}));
+    store.update_status(obj, W).await.expect("seed Stalled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_belongs_to_the_controller_it_names_not_to_a_message_prefix() {
+    // Which controller stalled is data on the condition. A message is for people: reworded,
+    // it must not keep the stalled controller from clearing its own `Stalled`; starting
+    // with another controller's name, it must not let that one clear it.
+    let store = TestStore::new(None);
+    for name in ["mine", "theirs"] {
+        store
+            .create(package(name, "^1.0"), W)
+            .await
+            .expect("create");
+    }
+    seed_stalled(&store, "mine", "ctrl-a", "reworded by a person").await;
+    seed_stalled(&store, "theirs", "ctrl-b", "ctrl-a: looks like ctrl-a's").await;
+    let fake = Fake::new(None);
+    let mut h = Harness::start_on(store.clone(), "ctrl-a", &[], config(), fake.clone());
+    fake.wait_until("both reconciled", |r| r.ended() >= 2).await;
+    tokio::time::sleep(secs(HOUR)).await;
+    h.stop().await;
+    for (name, want) in [
+        ("mine", ConditionStatus::False),
+        ("theirs", ConditionStatus::True),
+    ] {
+        let obj = store.get(pkg(), name).await.expect("get");
+        let stalled = find_condition(&obj.conditions(), "Stalled").map(|c| c.status);
+        assert_eq!(stalled, Some(want), "{name}: {:?}", obj.status);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn backoff_delays_stay_within_the_jitter_bounds() {
     // 1 s doubling to 8 s with ±20 %: every observed gap between attempts lies in

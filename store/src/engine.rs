@@ -13,7 +13,9 @@ use std::{
 };
 
 use crds::{
-    Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors, kind_by_name,
+    Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors,
+    condition::{reasons, types},
+    kind_by_name,
     kinds::{REDACTED, SecretSpec},
     resource::decode,
     set_condition,
@@ -749,24 +751,35 @@ impl<P: Persist> Engine<P> {
             return Ok(false);
         };
         let mut conditions = current.conditions();
-        let existing = crds::condition::find_condition(&conditions, "Valid").cloned();
+        let existing = crds::condition::find_condition(&conditions, types::VALID).cloned();
         let changed = match error {
             Some(msg) => set_condition(
                 &mut conditions,
                 Condition::new(
-                    "Valid",
+                    types::VALID,
                     ConditionStatus::False,
-                    "InvalidFile",
+                    reasons::INVALID_FILE,
                     msg,
                     self.now(),
                 )
                 .with_generation(current.metadata.generation),
             ),
-            None if existing.as_ref().is_some_and(|c| c.reason == "InvalidFile") => set_condition(
-                &mut conditions,
-                Condition::new("Valid", ConditionStatus::True, "Valid", "", self.now())
+            None if existing
+                .as_ref()
+                .is_some_and(|c| c.reason == reasons::INVALID_FILE) =>
+            {
+                set_condition(
+                    &mut conditions,
+                    Condition::new(
+                        types::VALID,
+                        ConditionStatus::True,
+                        reasons::VALID,
+                        "",
+                        self.now(),
+                    )
                     .with_generation(current.metadata.generation),
-            ),
+                )
+            }
             None => false,
         };
         if changed {

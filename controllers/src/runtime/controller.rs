@@ -16,7 +16,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use crds::{Condition, ConditionStatus, KindInfo, Object};
+use crds::{
+    Condition, ConditionStatus, KindInfo, Object,
+    condition::{reasons, types},
+};
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use rand::Rng;
 use store::Store;
@@ -471,7 +474,7 @@ fn same_but_own_stalled(a: &Object, b: &Object, controller: &str) -> bool {
     let without_stalled = |o: &Object| {
         let mut o = o.clone();
         let mut conditions = o.conditions();
-        crds::condition::remove_condition(&mut conditions, "Stalled");
+        crds::condition::remove_condition(&mut conditions, types::STALLED);
         o.set_conditions(&conditions);
         o.status
     };
@@ -672,21 +675,22 @@ impl<R: Reconciler> Shared<R> {
     async fn set_stalled(&self, seen: &Object, error: Option<&str>) {
         let cond = match error {
             Some(msg) => Condition::new(
-                "Stalled",
+                types::STALLED,
                 ConditionStatus::True,
-                "ReconcileFailed",
+                reasons::RECONCILE_FAILED,
                 format!("{}: {msg}", self.name),
                 crds::meta::whole_seconds(chrono::Utc::now()),
             ),
             None => Condition::new(
-                "Stalled",
+                types::STALLED,
                 ConditionStatus::False,
-                "Reconciled",
+                reasons::RECONCILED,
                 "",
                 crds::meta::whole_seconds(chrono::Utc::now()),
             ),
         }
-        .with_generation(seen.metadata.generation);
+        .with_generation(seen.metadata.generation)
+        .reported_by(self.name);
         let store = &*self.ctx.store;
         let kind = ObjectKey::of(seen).map(|k| k.kind_info());
         let Some(kind) = kind else { return };
@@ -717,15 +721,12 @@ impl<R: Reconciler> Shared<R> {
     }
 }
 
-/// Whether `obj` shows `Stalled=True` set by `controller` (its message starts with the
-/// controller's name). Another controller's success must not clear it: with several
-/// controllers on one object, that clear is a change that re-runs the stalled controller,
-/// which stalls again, and so on (a storm between controllers).
+/// Whether `obj` shows `Stalled=True` set by `controller` (its `reportingController`; the
+/// message is for people and says nothing binding). Another controller's success must not
+/// clear it: with several controllers on one object, that clear is a change that re-runs
+/// the stalled controller, which stalls again, and so on (a storm between controllers).
 fn stalled_by(obj: &Object, controller: &str) -> bool {
-    crds::condition::find_condition(&obj.conditions(), "Stalled").is_some_and(|c| {
-        c.status == ConditionStatus::True
-            && c.message
-                .strip_prefix(controller)
-                .is_some_and(|rest| rest.starts_with(": "))
+    crds::condition::find_condition(&obj.conditions(), types::STALLED).is_some_and(|c| {
+        c.status == ConditionStatus::True && c.reporting_controller.as_deref() == Some(controller)
     })
 }

@@ -44,7 +44,7 @@ pub fn age(since: Option<Time>, now: Time) -> String {
 
 /// The `Ready` condition's status, or `-` when the object has none (yet).
 pub fn ready(obj: &Object) -> String {
-    match find_condition(&obj.conditions(), "Ready") {
+    match find_condition(&obj.conditions(), crds::condition::types::READY) {
         Some(c) => status_str(c.status).to_owned(),
         None => "-".into(),
     }

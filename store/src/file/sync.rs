@@ -291,7 +291,7 @@ fn report_orphan_error(
                     uid: None,
                 },
                 type_: Severity::Warning,
-                reason: "InvalidFile".into(),
+                reason: crds::condition::reasons::INVALID_FILE.into(),
                 message: msg.to_owned(),
                 reporting_controller: "store".into(),
                 count: previous.as_ref().map_or(1, |p| p.spec.count + 1),
