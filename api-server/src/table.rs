@@ -50,12 +50,12 @@ fn row(obj: &Object, now: Time) -> Value {
     })
 }
 
-/// A Table of `objects` at `resource_version`.
+/// A Table of `objects` at `resource_version`, with ages as of `now`.
 pub fn table<'a>(
     objects: impl IntoIterator<Item = &'a Object>,
     resource_version: Option<&str>,
+    now: Time,
 ) -> Value {
-    let now = chrono::Utc::now();
     let rows: Vec<Value> = objects.into_iter().map(|o| row(o, now)).collect();
     let mut metadata = json!({});
     if let Some(rv) = resource_version {

@@ -30,7 +30,7 @@
 //! flips, so its `observedGeneration` says when it last flipped, not whether the latest
 //! spec was seen.
 
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use crds::{
@@ -52,37 +52,10 @@ pub const NAME: &str = "validity";
 /// The conditions this controller writes (all others are someone else's).
 const OWN: &[&str] = &[types::VALID, types::RECONCILING, types::READY];
 
-/// Where the time written into `lastTransitionTime` comes from.
-pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
-
-/// The reconciler. Cheap: it reads nothing but the object and writes only its status.
-#[derive(Clone)]
-pub struct Validity {
-    clock: Clock,
-}
-
-impl fmt::Debug for Validity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Validity").finish_non_exhaustive()
-    }
-}
-
-impl Default for Validity {
-    fn default() -> Self {
-        Self::with_clock(Arc::new(now_seconds))
-    }
-}
-
-/// The current time at second precision, as the store writes timestamps.
-fn now_seconds() -> Time {
-    crds::meta::whole_seconds(chrono::Utc::now())
-}
-
-impl Validity {
-    pub fn with_clock(clock: Clock) -> Self {
-        Self { clock }
-    }
-}
+/// The reconciler. Cheap: it reads nothing but the object and writes only its status. The
+/// time in `lastTransitionTime` is the controller's clock ([`Context::clock`]).
+#[derive(Clone, Debug, Default)]
+pub struct Validity;
 
 /// The controller over every kind.
 pub fn controller(store: Arc<dyn Store>) -> Controller {
@@ -99,7 +72,7 @@ impl Reconciler for Validity {
                 obj.key()
             )));
         };
-        let conditions = summarize(&obj, kind.class, (self.clock)());
+        let conditions = summarize(&obj, kind.class, ctx.clock.now());
         // observedGeneration and the conditions go out in one write.
         let mut target = (*obj).clone();
         set_observed_generation(&mut target);

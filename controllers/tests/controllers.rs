@@ -22,8 +22,8 @@ use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use store::{
-    EngineConfig, EventType, FileStore, MemoryStore, Patch, Preconditions, Store, StoreError,
-    Subresource, WriteOptions,
+    Clock, EngineConfig, EventType, FileStore, MemoryStore, Patch, Preconditions, Store,
+    StoreError, Subresource, WriteOptions,
 };
 use tokio::{task::JoinHandle, time::Instant};
 
@@ -463,8 +463,9 @@ fn context(store: Arc<dyn Store>) -> Context {
     Context {
         store: store.clone(),
         cache: Cache::default(),
-        events: Recorder::new(store, validity::NAME),
+        events: Recorder::new(store, validity::NAME, Clock::system()),
         controller: validity::NAME,
+        clock: Clock::system(),
     }
 }
 
@@ -876,8 +877,9 @@ async fn gc_confirms_with_the_store_before_deleting() -> Result<()> {
     let ctx = Context {
         store: store.clone(),
         cache: Cache::default(),
-        events: Recorder::new(store.clone(), gc::NAME),
+        events: Recorder::new(store.clone(), gc::NAME, Clock::system()),
         controller: gc::NAME,
+        clock: Clock::system(),
     };
     Gc.reconcile(Arc::new(dep.clone()), &ctx)
         .await

@@ -31,7 +31,7 @@ use crds::{
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use store::{
-    Deleted, EventType, MemoryStore, ObjectList, Patch, Preconditions, Store, Subresource,
+    Clock, Deleted, EventType, MemoryStore, ObjectList, Patch, Preconditions, Store, Subresource,
     WatchStream, WriteOptions, conformance::package,
 };
 use tokio::{
@@ -1897,7 +1897,7 @@ async fn identical_events_fold_into_one_series() {
     let store: Arc<dyn Store> = TestStore::new(None);
     let p = store.create(package("p", "^1.0"), W).await.expect("create");
     let q = store.create(package("q", "^1.0"), W).await.expect("create");
-    let recorder = Recorder::new(store.clone(), "test");
+    let recorder = Recorder::new(store.clone(), "test", Clock::system());
     for _ in 0..5 {
         recorder
             .publish(&p, EventKind::Warning, "PullFailed", "registry unreachable")
@@ -1951,6 +1951,62 @@ async fn identical_events_fold_into_one_series() {
         folded.metadata.owner_references[0].uid,
         p.metadata.uid.clone().expect("uid"),
         "owned by the object, so it goes with it"
+    );
+}
+
+/// Publishes an event and fails terminally, half a minute after it was called.
+#[derive(Debug)]
+struct StampsAndFails;
+
+#[async_trait]
+impl Reconciler for StampsAndFails {
+    async fn reconcile(&self, obj: Arc<Object>, ctx: &Context) -> ReconcileResult {
+        tokio::time::sleep(secs(30.0)).await;
+        ctx.events
+            .publish(&obj, EventKind::Warning, "Broken", "cannot go on")
+            .await?;
+        Err(ReconcileError::Terminal("cannot go on".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_and_stalled_are_stamped_by_the_injected_clock() {
+    use chrono::TimeZone;
+    let start = chrono::Utc
+        .with_ymd_and_hms(2001, 2, 3, 4, 5, 6)
+        .single()
+        .expect("a valid time");
+    let store = TestStore::new(None);
+    store.create(package("p", "^1.0"), W).await.expect("create");
+    let shutdown = Shutdown::new();
+    let controller = Controller::for_kind("clocked", pkg(), store.clone())
+        .config(config())
+        .clock(Clock::following_tokio(start));
+    let run = tokio::spawn(Box::pin(controller.run(StampsAndFails, shutdown.clone())));
+    wait_for_object(&*store, "p", "Stalled=True", |o| {
+        o.and_then(|o| find_condition(&o.conditions(), "Stalled").cloned())
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    shutdown.force();
+    run.await.expect("run does not panic");
+    let at = start + chrono::TimeDelta::seconds(30);
+    let obj = store.get(pkg(), "p").await.expect("get");
+    let conditions = obj.conditions();
+    let stalled = find_condition(&conditions, "Stalled").expect("Stalled");
+    assert_eq!(stalled.last_transition_time, at, "Stalled");
+    let events = store
+        .list(kind_by_name("Event").expect("the Event kind"))
+        .await
+        .expect("list events");
+    let [event] = events.items.as_slice() else {
+        panic!("one event: {:#?}", events.items)
+    };
+    let event = Resource::<EventSpec>::from_object(event).expect("an Event");
+    assert_eq!(
+        (event.spec.first_timestamp, event.spec.last_timestamp),
+        (at, at),
+        "the event's times"
     );
 }
 

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    Deleted, EventType, ObjectList, Patch, Preconditions, Result, StoreError, Subresource,
+    Clock, Deleted, EventType, ObjectList, Patch, Preconditions, Result, StoreError, Subresource,
     persist::{Origin, Persist},
     revision::{ResourceVersion, new_epoch},
 };
@@ -37,7 +37,7 @@ pub struct EngineConfig {
     /// An idle watch gets a bookmark this often.
     pub bookmark_interval: Duration,
     /// The time written into timestamps.
-    pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
+    pub clock: Clock,
 }
 
 impl fmt::Debug for EngineConfig {
@@ -54,7 +54,7 @@ impl Default for EngineConfig {
         Self {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(30),
-            clock: Arc::new(|| crds::meta::whole_seconds(chrono::Utc::now())),
+            clock: Clock::system(),
         }
     }
 }
@@ -196,7 +196,7 @@ impl<P: Persist> Engine<P> {
     }
 
     fn now(&self) -> Time {
-        (self.config.clock)()
+        self.config.clock.now()
     }
 
     // === reads ===

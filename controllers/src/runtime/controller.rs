@@ -22,7 +22,7 @@ use crds::{
 };
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use rand::Rng;
-use store::Store;
+use store::{Clock, Store};
 use tokio::{
     sync::{Notify, Semaphore, mpsc, watch},
     time::Instant,
@@ -57,6 +57,8 @@ pub struct Context {
     pub cache: Cache,
     pub events: Recorder,
     pub controller: &'static str,
+    /// The time for anything the reconcile writes (the store's clock).
+    pub clock: Clock,
 }
 
 /// Maps a change of a watched object to the keys to reconcile.
@@ -119,6 +121,7 @@ pub struct Controller {
     triggers: Vec<BoxStream<'static, ObjectKey>>,
     config: Config,
     metrics: Option<Metrics>,
+    clock: Clock,
 }
 
 impl fmt::Debug for Controller {
@@ -158,6 +161,7 @@ impl Controller {
             triggers: Vec::new(),
             config: Config::default(),
             metrics: None,
+            clock: Clock::system(),
         }
     }
 
@@ -203,6 +207,13 @@ impl Controller {
         self
     }
 
+    /// The clock for timestamps this controller writes (conditions, events); give it the
+    /// store's, so every timestamp in an object comes from one source.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Runs until `shutdown` says stop: intake stops, running reconciles may finish until
     /// the drain deadline, then the rest are cancelled.
     pub async fn run(self, reconciler: impl Reconciler, shutdown: Shutdown) {
@@ -215,6 +226,7 @@ impl Controller {
             triggers,
             config,
             metrics,
+            clock,
         } = self;
         let metrics = metrics.unwrap_or_default();
         let cache = Cache::default();
@@ -243,8 +255,9 @@ impl Controller {
         let ctx = Context {
             store: store.clone(),
             cache: cache.clone(),
-            events: Recorder::new(store.clone(), name),
+            events: Recorder::new(store.clone(), name, clock.clone()),
             controller: name,
+            clock,
         };
         let state = Arc::new(Shared {
             name,
@@ -679,14 +692,14 @@ impl<R: Reconciler> Shared<R> {
                 ConditionStatus::True,
                 reasons::RECONCILE_FAILED,
                 format!("{}: {msg}", self.name),
-                crds::meta::whole_seconds(chrono::Utc::now()),
+                self.ctx.clock.now(),
             ),
             None => Condition::new(
                 types::STALLED,
                 ConditionStatus::False,
                 reasons::RECONCILED,
                 "",
-                crds::meta::whole_seconds(chrono::Utc::now()),
+                self.ctx.clock.now(),
             ),
         }
         .with_generation(seen.metadata.generation)

@@ -277,7 +277,7 @@ fn report_orphan_error(
             )
             .map(drop),
         (Some(msg), existing) => {
-            let now = (engine.config.clock)();
+            let now = engine.config.clock.now();
             let previous = existing
                 .as_ref()
                 .and_then(|e| Resource::<EventSpec>::from_object(e).ok());
