@@ -146,7 +146,7 @@ fn start(store: Arc<dyn Store>) -> Running {
         tokio::spawn(
             validity::controller(store)
                 .metrics(metrics.clone())
-                .run(Validity::default(), shutdown.clone()),
+                .run(Validity, shutdown.clone()),
         ),
     ];
     Running {
@@ -474,7 +474,7 @@ async fn reconcile_once(store: &Arc<dyn Store>, key: &str) -> Result<bool> {
     let (k, name) = split(key);
     let before = now_rv(&**store).await?;
     let obj = store.get(kind(k), name).await?;
-    Validity::default()
+    Validity
         .reconcile(Arc::new(obj), &context(store.clone()))
         .await
         .map_err(|e| anyhow::anyhow!("reconcile {key}: {e}"))?;

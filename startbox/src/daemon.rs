@@ -310,7 +310,7 @@ fn start_controllers(
                 validity::controller(store.clone())
                     .metrics(metrics.clone())
                     .clock(clock.clone())
-                    .run(Validity::default(), shutdown.clone()),
+                    .run(Validity, shutdown.clone()),
             ),
         ),
     ]

@@ -11,6 +11,7 @@
 
 mod backoff;
 mod controller;
+mod deadline;
 mod events;
 mod finalizer;
 mod key;
@@ -18,8 +19,12 @@ mod metrics;
 mod queue;
 mod reconcile;
 mod reflector;
+mod run_loop;
 mod shutdown;
+mod stalled;
 mod status;
+mod triggers;
+mod worker;
 
 pub use backoff::{Backoff, BackoffConfig, RateLimiter};
 pub use controller::{Config, Context, Controller, Mapper, Reconciler};
