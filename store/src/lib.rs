@@ -19,6 +19,7 @@ mod error;
 pub mod file;
 mod memory;
 mod persist;
+pub mod reflector;
 pub mod revision;
 mod watch;
 
