@@ -115,13 +115,12 @@ fn set_observed_generation(obj: &mut Object) {
 /// which [`crds::set_condition`] keeps unless a status flips.
 pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     let generation = obj.metadata.generation;
-    let existing = obj.conditions();
     let cond = |type_: &str, status: ConditionStatus, reason: &str, message: String| {
         Condition::new(type_, status, reason, message, now).with_generation(generation)
     };
+    let existing = obj.conditions();
     let mut out = Vec::new();
-
-    // Valid: a Valid=False (the store's, for a broken file) stays as it is.
+    // A Valid=False (the store's, for a broken file) stays as it is.
     let valid = match find_condition(&existing, types::VALID) {
         Some(c) if c.status == ConditionStatus::False => c.clone(),
         _ => {
@@ -138,13 +137,35 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     if class != KindClass::User {
         return out;
     }
-
     let others: Vec<&Condition> = existing
         .iter()
         .filter(|c| !OWN.contains(&c.type_.as_str()))
         .collect();
+    let reconciling = reconciling(obj, &others);
+    out.push(match &reconciling {
+        Some((reason, message)) => cond(
+            types::RECONCILING,
+            ConditionStatus::True,
+            reason,
+            message.clone(),
+        ),
+        None => cond(
+            types::RECONCILING,
+            ConditionStatus::False,
+            reasons::UP_TO_DATE,
+            "every condition reflects the current generation".into(),
+        ),
+    });
+    let (status, reason, message) = ready(&valid, reconciling, &others);
+    out.push(cond(types::READY, status, reason, message));
+    out
+}
 
-    // Reconciling
+/// Why `obj` is reconciling (reason and message), if it is: being deleted, or some other
+/// controller's condition lags the generation.
+fn reconciling(obj: &Object, others: &[&Condition]) -> Option<(&'static str, String)> {
+    let meta = &obj.metadata;
+    let generation = meta.generation;
     let stale: Vec<&str> = others
         .iter()
         .filter(|c| c.type_ != types::STALLED)
@@ -153,8 +174,7 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
         )
         .map(|c| c.type_.as_str())
         .collect();
-    let meta = &obj.metadata;
-    let reconciling = if meta.is_deleting() {
+    if meta.is_deleting() {
         let waiting = if meta.finalizers.is_empty() {
             "being deleted".to_owned()
         } else {
@@ -175,23 +195,16 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
         ))
     } else {
         None
-    };
-    out.push(match &reconciling {
-        Some((reason, message)) => cond(
-            types::RECONCILING,
-            ConditionStatus::True,
-            reason,
-            message.clone(),
-        ),
-        None => cond(
-            types::RECONCILING,
-            ConditionStatus::False,
-            reasons::UP_TO_DATE,
-            "every condition reflects the current generation".into(),
-        ),
-    });
+    }
+}
 
-    // Ready
+/// The `Ready` status, reason and message: the first thing that holds it back, in order
+/// invalid, reconciling, stalled, failing conditions.
+fn ready(
+    valid: &Condition,
+    reconciling: Option<(&'static str, String)>,
+    others: &[&Condition],
+) -> (ConditionStatus, &'static str, String) {
     let stalled = others
         .iter()
         .find(|c| c.type_ == types::STALLED && c.status == ConditionStatus::True);
@@ -211,36 +224,28 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
             }
         })
         .collect();
-    out.push(if valid.status != ConditionStatus::True {
-        cond(
-            types::READY,
-            ConditionStatus::False,
+    let not_ready = ConditionStatus::False;
+    if valid.status != ConditionStatus::True {
+        (
+            not_ready,
             reasons::INVALID,
             format!("not valid: {}", valid.message),
         )
     } else if let Some((reason, message)) = reconciling {
-        cond(types::READY, ConditionStatus::False, reason, message)
+        (not_ready, reason, message)
     } else if let Some(s) = stalled {
-        cond(
-            types::READY,
-            ConditionStatus::False,
+        (
+            not_ready,
             reasons::STALLED,
             format!("stalled: {}", s.message),
         )
     } else if !failures.is_empty() {
-        cond(
-            types::READY,
-            ConditionStatus::False,
-            reasons::NOT_READY,
-            failures.join("; "),
-        )
+        (not_ready, reasons::NOT_READY, failures.join("; "))
     } else {
-        cond(
-            types::READY,
+        (
             ConditionStatus::True,
             reasons::READY,
             "valid, up to date, and no condition reports a failure".into(),
         )
-    });
-    out
+    }
 }
