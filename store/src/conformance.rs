@@ -317,6 +317,11 @@ pub async fn status_subresource(store: &dyn Store) {
 }
 
 pub async fn patches(store: &dyn Store) {
+    merge_and_json_patches(store).await;
+    server_side_apply(store).await;
+}
+
+async fn merge_and_json_patches(store: &dyn Store) {
     let pkg = kind("Package");
     store
         .create(package("p-one", "^1.0"), W)
@@ -387,7 +392,11 @@ pub async fn patches(store: &dyn Store) {
         matches!(stale, Err(StoreError::Conflict { .. })),
         "patch with a stale resourceVersion: {stale:?}"
     );
-    // Apply creates, then replaces the spec.
+}
+
+/// Apply creates, then replaces the spec; the same intent again writes nothing.
+async fn server_side_apply(store: &dyn Store) {
+    let pkg = kind("Package");
     let applied = store
         .patch(
             pkg,
