@@ -482,6 +482,33 @@ async fn reconcile_once(store: &Arc<dyn Store>, key: &str) -> Result<bool> {
 }
 
 #[tokio::test]
+async fn validity_stamps_conditions_with_the_context_clock() -> Result<()> {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2001, 2, 3, 4, 5, 6)
+        .single()
+        .ok_or_else(|| anyhow::anyhow!("not a time"))?;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let obj = store
+        .create(object("Package", "p", spec_of("Package", "p")), &w())
+        .await?;
+    let ctx = Context {
+        clock: Clock::fixed(at),
+        ..context(store.clone())
+    };
+    Validity
+        .reconcile(Arc::new(obj), &ctx)
+        .await
+        .map_err(|e| anyhow::anyhow!("reconcile: {e}"))?;
+    let conditions = store.get(kind("Package"), "p").await?.conditions();
+    assert!(!conditions.is_empty());
+    for c in conditions {
+        assert_eq!(c.last_transition_time, at, "{}", c.type_);
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn validity_second_reconcile_writes_nothing() -> Result<()> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
     for key in [
