@@ -6,7 +6,7 @@
 //!
 //! Runs until its future is dropped; every `.await` in it is a safe place to stop.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, fmt, time::Duration};
 
 use crds::{KindInfo, Object};
 use futures::StreamExt;
@@ -30,6 +30,15 @@ pub enum Scope {
     Kind(&'static KindInfo),
     /// Every kind, through one watch.
     All,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kind(k) => f.write_str(k.kind),
+            Self::All => f.write_str("every kind"),
+        }
+    }
 }
 
 impl Scope {
@@ -62,12 +71,12 @@ pub async fn reflect(store: &dyn Store, scope: Scope, sink: &mut impl Sink, retr
     loop {
         match list_and_watch(store, scope, sink).await {
             Err(StoreError::Gone { .. }) => {
-                tracing::debug!(?scope, "watch expired; relisting");
+                tracing::debug!(%scope, "watch expired; relisting");
                 delay = retry.first;
                 continue;
             }
-            Err(e) => tracing::warn!(?scope, error = %e, retry_in = ?delay, "list/watch failed"),
-            Ok(()) => tracing::debug!(?scope, retry_in = ?delay, "watch ended; relisting"),
+            Err(e) => tracing::warn!(%scope, error = %e, retry_in = ?delay, "list/watch failed"),
+            Ok(()) => tracing::debug!(%scope, retry_in = ?delay, "watch ended; relisting"),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(retry.max);
