@@ -61,6 +61,8 @@ pub struct AppState {
     ui: Arc<ui_stream::UiHub>,
     /// Served at `GET /metrics` when set.
     metrics: Option<Arc<Mutex<prometheus_client::registry::Registry>>>,
+    /// The time for what the API computes itself (ages in tables); the store's clock.
+    pub clock: store::Clock,
 }
 
 impl fmt::Debug for AppState {
@@ -79,7 +81,14 @@ impl AppState {
             auth,
             ui: Arc::new(ui_stream::UiHub::new()),
             metrics: None,
+            clock: store::Clock::system(),
         }
+    }
+
+    /// Reads time from `clock` (give it the store's) instead of the system clock.
+    pub fn with_clock(mut self, clock: store::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Serves `registry` at `GET /metrics` (authenticated like every route). Without it,

@@ -185,7 +185,7 @@ async fn watch_all(
     headers: HeaderMap,
 ) -> Result<Response, Status> {
     let req = params.watch_request(None, &headers)?;
-    watch::respond(&state.store, req, shutdown_token(shutdown)).await
+    watch::respond(&state.store, &state.clock, req, shutdown_token(shutdown)).await
 }
 
 async fn list_or_watch(
@@ -198,13 +198,18 @@ async fn list_or_watch(
     let kind = kind_of(&plural)?;
     if flag("watch", params.watch.as_deref())? {
         let req = params.watch_request(Some(kind), &headers)?;
-        return watch::respond(&state.store, req, shutdown_token(shutdown)).await;
+        return watch::respond(&state.store, &state.clock, req, shutdown_token(shutdown)).await;
     }
     let selector = params.selector()?;
     let list = state.store.list(kind).await?;
     let items: Vec<&Object> = list.items.iter().filter(|o| selector.matches(o)).collect();
     if table::wants_table(&headers) {
-        return Ok(Json(table::table(items, Some(&list.resource_version))).into_response());
+        return Ok(Json(table::table(
+            items,
+            Some(&list.resource_version),
+            state.clock.now(),
+        ))
+        .into_response());
     }
     Ok(Json(json!({
         "apiVersion": API_VERSION,
@@ -226,6 +231,7 @@ async fn get_one(
         return Ok(Json(table::table(
             [&obj],
             obj.metadata.resource_version.as_deref(),
+            state.clock.now(),
         ))
         .into_response());
     }

@@ -32,7 +32,7 @@ fn row(obj: &Object, now: Time) -> Value {
     let ready = obj
         .conditions()
         .into_iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == crds::condition::types::READY)
         .map(|c| format!("{:?}", c.status))
         .unwrap_or_default();
     let age = crds::age(obj.metadata.creation_timestamp, now);
@@ -46,15 +46,8 @@ fn row(obj: &Object, now: Time) -> Value {
     })
 }
 
-/// A Table of `objects` at `resource_version`, with ages as of now.
+/// A Table of `objects` at `resource_version`, with ages as of `now`.
 pub fn table<'a>(
-    objects: impl IntoIterator<Item = &'a Object>,
-    resource_version: Option<&str>,
-) -> Value {
-    table_at(objects, resource_version, chrono::Utc::now())
-}
-
-fn table_at<'a>(
     objects: impl IntoIterator<Item = &'a Object>,
     resource_version: Option<&str>,
     now: Time,
@@ -104,7 +97,7 @@ mod tests {
         };
         obj.metadata.creation_timestamp = Some(created);
         let age_after = |secs: i64| {
-            let t = table_at([&obj], None, created + chrono::TimeDelta::seconds(secs));
+            let t = table([&obj], None, created + chrono::TimeDelta::seconds(secs));
             t["rows"][0]["cells"][2].as_str().unwrap().to_owned()
         };
         assert_eq!(age_after(200), "3m20s");

@@ -6,8 +6,9 @@
 //! One broadcaster per server watches the store once, keeps the model, computes each patch
 //! once and fans it out over a broadcast channel. A client's snapshot and subscription are
 //! taken under the same lock, so no patch is missed or applied twice; a client that lags
-//! behind the channel gets a fresh dump. When the store watch is `Gone`, the broadcaster
-//! relists and every client gets a dump.
+//! behind the channel gets a fresh dump. The broadcaster follows the store with the store's
+//! reflector (`store::reflector`, as the controllers' caches do): when the watch is `Gone`
+//! it relists and every client gets a dump.
 
 use std::{
     collections::BTreeMap,
@@ -25,11 +26,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use crds::{KindClass, kind_by_name, kinds};
-use futures::{FutureExt, StreamExt};
+use crds::{KindClass, KindInfo, Object, kind_by_name, kinds};
 use serde::Serialize;
 use serde_json::{Value, json};
-use store::{EventType, Store, StoreError, WatchEvent, revision::ResourceVersion};
+use store::{
+    EventType, Store, WatchEvent,
+    reflector::{Retry, Scope, Sink, reflect},
+    revision::ResourceVersion,
+};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +88,15 @@ struct ModelState {
 }
 
 impl ModelState {
+    fn new() -> Self {
+        Self {
+            model: empty_model(),
+            revision: String::new(),
+            revision_number: 0,
+            cached_dump: None,
+        }
+    }
+
     fn dump(&mut self) -> Arc<str> {
         let (revision, model) = (&self.revision, &self.model);
         self.cached_dump
@@ -205,12 +218,7 @@ impl UiHub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         let (ready, _) = watch::channel(false);
-        let state = Mutex::new(ModelState {
-            model: empty_model(),
-            revision: String::new(),
-            revision_number: 0,
-            cached_dump: None,
-        });
+        let state = Mutex::new(ModelState::new());
         Self {
             shared: Arc::new(Shared { state, tx, ready }),
             started: Once::new(),
@@ -230,98 +238,57 @@ impl UiHub {
     }
 }
 
-/// Why following the store stopped.
-enum Stop {
-    Cancelled,
-    /// `Gone`: relist at once.
-    Relist,
-    Failed(StoreError),
-}
+/// How soon the broadcaster retries a failed store list or watch.
+const RETRY: Retry = Retry {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
+/// Follows every kind of the store (through the store's reflector) into the model until
+/// `cancel`.
 async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, cancel: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match follow(&shared, &*store, &cancel).await {
-            Stop::Cancelled => return,
-            Stop::Relist => delay = Duration::from_millis(100),
-            Stop::Failed(e) => {
-                tracing::warn!(error = %e, "ui stream: store watch failed; retrying");
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+    let mut sink = ModelSink { shared };
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = reflect(&*store, Scope::All, &mut sink, RETRY) => {}
     }
 }
 
-/// Syncs a fresh model from a new store watch, then follows it.
-async fn follow(shared: &Shared, store: &dyn Store, cancel: &CancellationToken) -> Stop {
-    let first = tokio::select! {
-        () = cancel.cancelled() => return Stop::Cancelled,
-        r = store.list(&kinds()[0]) => r,
-    };
-    let mut fresh = ModelState {
-        model: empty_model(),
-        revision: String::new(),
-        revision_number: 0,
-        cached_dump: None,
-    };
-    match first {
-        Ok(list) => fresh.note_revision(Some(&list.resource_version)),
-        Err(e) => return Stop::Failed(e),
-    }
-    let mut events = tokio::select! {
-        () = cancel.cancelled() => return Stop::Cancelled,
-        r = store.watch(None, None) => match r {
-            Ok(s) => s,
-            Err(StoreError::Gone { .. }) => return Stop::Relist,
-            Err(e) => return Stop::Failed(e),
-        },
-    };
-    // The current objects arrive at once as ADDED events: take what is ready as the
-    // initial model, so the first dump is whole.
-    while let Some(ev) = events.next().now_or_never() {
-        match ev {
-            Some(Ok(ev)) => {
-                fresh.apply(&ev);
-            }
-            Some(Err(StoreError::Gone { .. })) => return Stop::Relist,
-            Some(Err(e)) => return Stop::Failed(e),
-            None => return Stop::Failed(StoreError::Unavailable("the store watch ended".into())),
+/// Turns what the reflector sees into dumps and patches.
+struct ModelSink {
+    shared: Arc<Shared>,
+}
+
+impl Sink for ModelSink {
+    /// A fresh model; clients that had an older one get it as a dump.
+    fn replace(&mut self, lists: Vec<(&'static KindInfo, Vec<Object>)>, resource_version: &str) {
+        let mut fresh = ModelState::new();
+        fresh.note_revision(Some(resource_version));
+        for object in lists.into_iter().flat_map(|(_, items)| items) {
+            fresh.apply(&WatchEvent {
+                type_: EventType::Added,
+                object: Arc::new(object),
+            });
         }
-    }
-    {
+        let shared = &self.shared;
         let mut st = shared.lock();
         *st = fresh;
         if *shared.ready.borrow() {
-            // Clients had an older model: replace it.
             let _ = shared.tx.send(st.dump());
         }
         shared.ready.send_replace(true);
     }
-    loop {
-        let ev = tokio::select! {
-            () = cancel.cancelled() => return Stop::Cancelled,
-            ev = events.next() => ev,
-        };
-        match ev {
-            Some(Ok(ev)) => {
-                let mut st = shared.lock();
-                if let Some(ops) = st.apply(&ev) {
-                    let msg = encode(&PatchMessage {
-                        type_: "patch",
-                        revision: &st.revision,
-                        patch: &ops,
-                    });
-                    // No receivers is fine: nobody is watching right now.
-                    let _ = shared.tx.send(msg);
-                }
-            }
-            Some(Err(StoreError::Gone { .. })) => return Stop::Relist,
-            Some(Err(e)) => return Stop::Failed(e),
-            None => return Stop::Failed(StoreError::Unavailable("the store watch ended".into())),
+
+    fn apply(&mut self, ev: WatchEvent) {
+        let mut st = self.shared.lock();
+        if let Some(ops) = st.apply(&ev) {
+            let msg = encode(&PatchMessage {
+                type_: "patch",
+                revision: &st.revision,
+                patch: &ops,
+            });
+            // No receivers is fine: nobody is watching right now.
+            let _ = self.shared.tx.send(msg);
         }
     }
 }
@@ -413,12 +380,7 @@ mod tests {
 
     #[test]
     fn patches_are_prefixed_and_secrets_skipped() {
-        let mut m = ModelState {
-            model: empty_model(),
-            revision: String::new(),
-            revision_number: 0,
-            cached_dump: None,
-        };
+        let mut m = ModelState::new();
         let ops = m
             .apply(&event(
                 EventType::Added,

@@ -15,7 +15,7 @@ use crds::{KindInfo, Object};
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use serde::Serialize;
-use store::{EventType, Store, WatchEvent, WatchStream};
+use store::{Clock, EventType, Store, WatchEvent, WatchStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{selector::Selector, status::Status, table};
@@ -57,7 +57,8 @@ struct Lines {
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     selector: Selector,
     bookmarks: bool,
-    table: bool,
+    /// Set when rows are sent as Tables: the clock for their ages.
+    table: Option<Clock>,
     /// Objects sent as matching the selector (kind/name), to send DELETED when they stop
     /// matching; only kept when there is a selector.
     seen: HashSet<String>,
@@ -99,8 +100,8 @@ impl Lines {
             EventType::Deleted => "DELETED",
             EventType::Bookmark => "BOOKMARK",
         };
-        Some(if self.table {
-            line(name, table::table([obj], None))
+        Some(if let Some(clock) = &self.table {
+            line(name, table::table([obj], None, clock.now()))
         } else {
             line(name, obj)
         })
@@ -134,6 +135,7 @@ async fn next_line(mut st: Lines) -> Option<(Result<Bytes, Infallible>, Lines)> 
 /// Opens the store watch (errors, including `Gone`, become the HTTP answer) and streams it.
 pub async fn respond(
     store: &Arc<dyn Store>,
+    clock: &Clock,
     req: WatchRequest,
     shutdown: Option<CancellationToken>,
 ) -> Result<Response, Status> {
@@ -161,7 +163,7 @@ pub async fn respond(
         stop,
         selector: req.selector,
         bookmarks: req.bookmarks,
-        table: req.table,
+        table: req.table.then(|| clock.clone()),
         seen: HashSet::new(),
         done: false,
     };

@@ -1,5 +1,5 @@
-//! The **gc** controller: deletes dependents whose owners are all gone (background deletion,
-//! reference rule A.14).
+//! The **gc** controller: deletes dependents whose owners are all gone (Kubernetes'
+//! background deletion: the owner goes at once, its dependents follow asynchronously).
 //!
 //! An owner counts as present when some object of any kind has the `uid` its reference
 //! names: the name is only a hint, so a re-created owner with the same name (and a new uid)
@@ -32,7 +32,8 @@
 //!
 //! ## Stale caches
 //!
-//! The cache is a fast filter, never the last word (rule A.18): owner and dependent are
+//! The cache is a fast filter, never the last word: a delete is irreversible, and a cache
+//! only says what was true when its last event arrived. Owner and dependent are
 //! watched by separate reflectors, so a dependent created right after its owner may be seen
 //! before the owner is. Before deleting, gc asks the store for each owner by kind and name
 //! and keeps the dependent if the uid matches.

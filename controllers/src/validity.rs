@@ -15,11 +15,12 @@
 //!   - `Ready=True` when the object is valid, nothing is reconciling, nothing is stalled and
 //!     no other condition reports a failure. A failure is, for now, a condition with status
 //!     `False` (or `Unknown`: not known to be fine) other than the ones with negative
-//!     polarity ([`NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`, `TasksPending`), whose
+//!     polarity ([`crds::condition::NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`,
+//!     `TasksPending`), whose
 //!     `True` is the bad state. The message says what holds it back.
 //! - `status.observedGeneration` is set to `metadata.generation`.
 //!
-//! Storm safety (reference section D.1): the conditions are computed from the object alone,
+//! Storm safety (every status write is a change that wakes every watcher): the conditions are computed from the object alone,
 //! `lastTransitionTime` moves only when a status flips, and the status is written only when
 //! it changed. So the reconcile that follows this controller's own write computes the same
 //! status and writes nothing: one change costs at most two reconciles (the storm test in
@@ -29,11 +30,13 @@
 //! flips, so its `observedGeneration` says when it last flipped, not whether the latest
 //! spec was seen.
 
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use crds::{
-    Condition, ConditionStatus, KindClass, Object, Time, condition::find_condition, kind_by_name,
+    Condition, ConditionStatus, KindClass, Object, Time,
+    condition::{NEGATIVE_POLARITY, find_condition, reasons, types},
+    kind_by_name,
 };
 use serde_json::Value;
 use store::Store;
@@ -46,48 +49,13 @@ use crate::runtime::{
 /// The name in logs, metrics and `Stalled` messages.
 pub const NAME: &str = "validity";
 
-pub const VALID: &str = "Valid";
-pub const RECONCILING: &str = "Reconciling";
-pub const READY: &str = "Ready";
-pub const STALLED: &str = "Stalled";
-
-/// Conditions whose `True` is the bad state; their `False` is not a failure.
-pub const NEGATIVE_POLARITY: &[&str] = &["Stalled", "Reconciling", "TasksPending"];
-
 /// The conditions this controller writes (all others are someone else's).
-const OWN: &[&str] = &[VALID, RECONCILING, READY];
+const OWN: &[&str] = &[types::VALID, types::RECONCILING, types::READY];
 
-/// Where the time written into `lastTransitionTime` comes from.
-pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
-
-/// The reconciler. Cheap: it reads nothing but the object and writes only its status.
-#[derive(Clone)]
-pub struct Validity {
-    clock: Clock,
-}
-
-impl fmt::Debug for Validity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Validity").finish_non_exhaustive()
-    }
-}
-
-impl Default for Validity {
-    fn default() -> Self {
-        Self::with_clock(Arc::new(now_seconds))
-    }
-}
-
-/// The current time at second precision, as the store writes timestamps.
-fn now_seconds() -> Time {
-    crds::meta::whole_seconds(chrono::Utc::now())
-}
-
-impl Validity {
-    pub fn with_clock(clock: Clock) -> Self {
-        Self { clock }
-    }
-}
+/// The reconciler. Cheap: it reads nothing but the object and writes only its status. The
+/// time in `lastTransitionTime` is the controller's clock ([`Context::clock`]).
+#[derive(Clone, Debug, Default)]
+pub struct Validity;
 
 /// The controller over every kind.
 pub fn controller(store: Arc<dyn Store>) -> Controller {
@@ -104,7 +72,7 @@ impl Reconciler for Validity {
                 obj.key()
             )));
         };
-        let conditions = summarize(&obj, kind.class, (self.clock)());
+        let conditions = summarize(&obj, kind.class, ctx.clock.now());
         // observedGeneration and the conditions go out in one write.
         let mut target = (*obj).clone();
         set_observed_generation(&mut target);
@@ -147,17 +115,21 @@ fn set_observed_generation(obj: &mut Object) {
 /// which [`crds::set_condition`] keeps unless a status flips.
 pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     let generation = obj.metadata.generation;
-    let existing = obj.conditions();
     let cond = |type_: &str, status: ConditionStatus, reason: &str, message: String| {
         Condition::new(type_, status, reason, message, now).with_generation(generation)
     };
+    let existing = obj.conditions();
     let mut out = Vec::new();
-
-    // Valid: a Valid=False (the store's, for a broken file) stays as it is.
-    let valid = match find_condition(&existing, VALID) {
+    // A Valid=False (the store's, for a broken file) stays as it is.
+    let valid = match find_condition(&existing, types::VALID) {
         Some(c) if c.status == ConditionStatus::False => c.clone(),
         _ => {
-            let c = cond(VALID, ConditionStatus::True, "Valid", String::new());
+            let c = cond(
+                types::VALID,
+                ConditionStatus::True,
+                reasons::VALID,
+                String::new(),
+            );
             out.push(c.clone());
             c
         }
@@ -165,23 +137,44 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
     if class != KindClass::User {
         return out;
     }
-
     let others: Vec<&Condition> = existing
         .iter()
         .filter(|c| !OWN.contains(&c.type_.as_str()))
         .collect();
+    let reconciling = reconciling(obj, &others);
+    out.push(match &reconciling {
+        Some((reason, message)) => cond(
+            types::RECONCILING,
+            ConditionStatus::True,
+            reason,
+            message.clone(),
+        ),
+        None => cond(
+            types::RECONCILING,
+            ConditionStatus::False,
+            reasons::UP_TO_DATE,
+            "every condition reflects the current generation".into(),
+        ),
+    });
+    let (status, reason, message) = ready(&valid, reconciling, &others);
+    out.push(cond(types::READY, status, reason, message));
+    out
+}
 
-    // Reconciling
+/// Why `obj` is reconciling (reason and message), if it is: being deleted, or some other
+/// controller's condition lags the generation.
+fn reconciling(obj: &Object, others: &[&Condition]) -> Option<(&'static str, String)> {
+    let meta = &obj.metadata;
+    let generation = meta.generation;
     let stale: Vec<&str> = others
         .iter()
-        .filter(|c| c.type_ != STALLED)
+        .filter(|c| c.type_ != types::STALLED)
         .filter(
             |c| matches!((c.observed_generation, generation), (Some(seen), Some(g)) if seen < g),
         )
         .map(|c| c.type_.as_str())
         .collect();
-    let meta = &obj.metadata;
-    let reconciling = if meta.is_deleting() {
+    if meta.is_deleting() {
         let waiting = if meta.finalizers.is_empty() {
             "being deleted".to_owned()
         } else {
@@ -190,10 +183,10 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
                 meta.finalizers.join(", ")
             )
         };
-        Some(("Deleting", waiting))
+        Some((reasons::DELETING, waiting))
     } else if !stale.is_empty() {
         Some((
-            "Progressing",
+            reasons::PROGRESSING,
             format!(
                 "generation {} not yet observed by: {}",
                 generation.unwrap_or_default(),
@@ -202,23 +195,19 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
         ))
     } else {
         None
-    };
-    out.push(match &reconciling {
-        Some((reason, message)) => {
-            cond(RECONCILING, ConditionStatus::True, reason, message.clone())
-        }
-        None => cond(
-            RECONCILING,
-            ConditionStatus::False,
-            "UpToDate",
-            "every condition reflects the current generation".into(),
-        ),
-    });
+    }
+}
 
-    // Ready
+/// The `Ready` status, reason and message: the first thing that holds it back, in order
+/// invalid, reconciling, stalled, failing conditions.
+fn ready(
+    valid: &Condition,
+    reconciling: Option<(&'static str, String)>,
+    others: &[&Condition],
+) -> (ConditionStatus, &'static str, String) {
     let stalled = others
         .iter()
-        .find(|c| c.type_ == STALLED && c.status == ConditionStatus::True);
+        .find(|c| c.type_ == types::STALLED && c.status == ConditionStatus::True);
     let failures: Vec<String> = others
         .iter()
         .filter(|c| !NEGATIVE_POLARITY.contains(&c.type_.as_str()))
@@ -235,36 +224,28 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
             }
         })
         .collect();
-    out.push(if valid.status != ConditionStatus::True {
-        cond(
-            READY,
-            ConditionStatus::False,
-            "Invalid",
+    let not_ready = ConditionStatus::False;
+    if valid.status != ConditionStatus::True {
+        (
+            not_ready,
+            reasons::INVALID,
             format!("not valid: {}", valid.message),
         )
     } else if let Some((reason, message)) = reconciling {
-        cond(READY, ConditionStatus::False, reason, message)
+        (not_ready, reason, message)
     } else if let Some(s) = stalled {
-        cond(
-            READY,
-            ConditionStatus::False,
-            "Stalled",
+        (
+            not_ready,
+            reasons::STALLED,
             format!("stalled: {}", s.message),
         )
     } else if !failures.is_empty() {
-        cond(
-            READY,
-            ConditionStatus::False,
-            "NotReady",
-            failures.join("; "),
-        )
+        (not_ready, reasons::NOT_READY, failures.join("; "))
     } else {
-        cond(
-            READY,
+        (
             ConditionStatus::True,
-            "Ready",
+            reasons::READY,
             "valid, up to date, and no condition reports a failure".into(),
         )
-    });
-    out
+    }
 }

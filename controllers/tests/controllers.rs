@@ -22,8 +22,8 @@ use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use store::{
-    EngineConfig, EventType, FileStore, MemoryStore, Patch, Preconditions, Store, StoreError,
-    Subresource, WriteOptions,
+    Clock, EngineConfig, EventType, FileStore, MemoryStore, Patch, Preconditions, Store,
+    StoreError, Subresource, WriteOptions,
 };
 use tokio::{task::JoinHandle, time::Instant};
 
@@ -146,7 +146,7 @@ fn start(store: Arc<dyn Store>) -> Running {
         tokio::spawn(
             validity::controller(store)
                 .metrics(metrics.clone())
-                .run(Validity::default(), shutdown.clone()),
+                .run(Validity, shutdown.clone()),
         ),
     ];
     Running {
@@ -463,8 +463,9 @@ fn context(store: Arc<dyn Store>) -> Context {
     Context {
         store: store.clone(),
         cache: Cache::default(),
-        events: Recorder::new(store, validity::NAME),
+        events: Recorder::new(store, validity::NAME, Clock::system()),
         controller: validity::NAME,
+        clock: Clock::system(),
     }
 }
 
@@ -473,11 +474,38 @@ async fn reconcile_once(store: &Arc<dyn Store>, key: &str) -> Result<bool> {
     let (k, name) = split(key);
     let before = now_rv(&**store).await?;
     let obj = store.get(kind(k), name).await?;
-    Validity::default()
+    Validity
         .reconcile(Arc::new(obj), &context(store.clone()))
         .await
         .map_err(|e| anyhow::anyhow!("reconcile {key}: {e}"))?;
     Ok(now_rv(&**store).await? != before)
+}
+
+#[tokio::test]
+async fn validity_stamps_conditions_with_the_context_clock() -> Result<()> {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2001, 2, 3, 4, 5, 6)
+        .single()
+        .ok_or_else(|| anyhow::anyhow!("not a time"))?;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let obj = store
+        .create(object("Package", "p", spec_of("Package", "p")), &w())
+        .await?;
+    let ctx = Context {
+        clock: Clock::fixed(at),
+        ..context(store.clone())
+    };
+    Validity
+        .reconcile(Arc::new(obj), &ctx)
+        .await
+        .map_err(|e| anyhow::anyhow!("reconcile: {e}"))?;
+    let conditions = store.get(kind("Package"), "p").await?.conditions();
+    assert!(!conditions.is_empty());
+    for c in conditions {
+        assert_eq!(c.last_transition_time, at, "{}", c.type_);
+    }
+    Ok(())
 }
 
 #[tokio::test]
@@ -876,8 +904,9 @@ async fn gc_confirms_with_the_store_before_deleting() -> Result<()> {
     let ctx = Context {
         store: store.clone(),
         cache: Cache::default(),
-        events: Recorder::new(store.clone(), gc::NAME),
+        events: Recorder::new(store.clone(), gc::NAME, Clock::system()),
         controller: gc::NAME,
+        clock: Clock::system(),
     };
     Gc.reconcile(Arc::new(dep.clone()), &ctx)
         .await

@@ -1,5 +1,5 @@
-//! The controller runtime's rules (`shared/reference/controllers-and-style.md` section A),
-//! each proven with the clock paused.
+//! The controller runtime's rules (listed in `src/runtime/mod.rs`), each proven with the
+//! clock paused.
 //!
 //! Most tests are scenarios written as data and run by [`check`]: objects in, a script of
 //! steps (write an object, let time pass, release a blocked reconcile, shut down), and the
@@ -31,7 +31,7 @@ use crds::{
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use store::{
-    Deleted, EventType, MemoryStore, ObjectList, Patch, Preconditions, Store, Subresource,
+    Clock, Deleted, EventType, MemoryStore, ObjectList, Patch, Preconditions, Store, Subresource,
     WatchStream, WriteOptions, conformance::package,
 };
 use tokio::{
@@ -1160,6 +1160,49 @@ async fn stalled_is_recorded_even_after_the_reconciler_wrote_status() {
     h.stop().await;
 }
 
+/// Gives `name` a `Stalled=True` written by `by`, with `message`.
+async fn seed_stalled(store: &TestStore, name: &str, by: &str, message: &str) {
+    let mut obj = store.get(pkg(), name).await.expect("get to seed");
+    obj.status = Some(serde_json::json!({"conditions": [{
+        "type": "Stalled",
+        "status": "True",
+        "reason": "ReconcileFailed",
+        "message": message,
+        "reportingController": by,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]}));
+    store.update_status(obj, W).await.expect("seed Stalled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_belongs_to_the_controller_it_names_not_to_a_message_prefix() {
+    // Which controller stalled is data on the condition. A message is for people: reworded,
+    // it must not keep the stalled controller from clearing its own `Stalled`; starting
+    // with another controller's name, it must not let that one clear it.
+    let store = TestStore::new(None);
+    for name in ["mine", "theirs"] {
+        store
+            .create(package(name, "^1.0"), W)
+            .await
+            .expect("create");
+    }
+    seed_stalled(&store, "mine", "ctrl-a", "reworded by a person").await;
+    seed_stalled(&store, "theirs", "ctrl-b", "ctrl-a: looks like ctrl-a's").await;
+    let fake = Fake::new(None);
+    let mut h = Harness::start_on(store.clone(), "ctrl-a", &[], config(), fake.clone());
+    fake.wait_until("both reconciled", |r| r.ended() >= 2).await;
+    tokio::time::sleep(secs(HOUR)).await;
+    h.stop().await;
+    for (name, want) in [
+        ("mine", ConditionStatus::False),
+        ("theirs", ConditionStatus::True),
+    ] {
+        let obj = store.get(pkg(), name).await.expect("get");
+        let stalled = find_condition(&obj.conditions(), "Stalled").map(|c| c.status);
+        assert_eq!(stalled, Some(want), "{name}: {:?}", obj.status);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn backoff_delays_stay_within_the_jitter_bounds() {
     // 1 s doubling to 8 s with ±20 %: every observed gap between attempts lies in
@@ -1854,7 +1897,7 @@ async fn identical_events_fold_into_one_series() {
     let store: Arc<dyn Store> = TestStore::new(None);
     let p = store.create(package("p", "^1.0"), W).await.expect("create");
     let q = store.create(package("q", "^1.0"), W).await.expect("create");
-    let recorder = Recorder::new(store.clone(), "test");
+    let recorder = Recorder::new(store.clone(), "test", Clock::system());
     for _ in 0..5 {
         recorder
             .publish(&p, EventKind::Warning, "PullFailed", "registry unreachable")
@@ -1908,6 +1951,62 @@ async fn identical_events_fold_into_one_series() {
         folded.metadata.owner_references[0].uid,
         p.metadata.uid.clone().expect("uid"),
         "owned by the object, so it goes with it"
+    );
+}
+
+/// Publishes an event and fails terminally, half a minute after it was called.
+#[derive(Debug)]
+struct StampsAndFails;
+
+#[async_trait]
+impl Reconciler for StampsAndFails {
+    async fn reconcile(&self, obj: Arc<Object>, ctx: &Context) -> ReconcileResult {
+        tokio::time::sleep(secs(30.0)).await;
+        ctx.events
+            .publish(&obj, EventKind::Warning, "Broken", "cannot go on")
+            .await?;
+        Err(ReconcileError::Terminal("cannot go on".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_and_stalled_are_stamped_by_the_injected_clock() {
+    use chrono::TimeZone;
+    let start = chrono::Utc
+        .with_ymd_and_hms(2001, 2, 3, 4, 5, 6)
+        .single()
+        .expect("a valid time");
+    let store = TestStore::new(None);
+    store.create(package("p", "^1.0"), W).await.expect("create");
+    let shutdown = Shutdown::new();
+    let controller = Controller::for_kind("clocked", pkg(), store.clone())
+        .config(config())
+        .clock(Clock::following_tokio(start));
+    let run = tokio::spawn(Box::pin(controller.run(StampsAndFails, shutdown.clone())));
+    wait_for_object(&*store, "p", "Stalled=True", |o| {
+        o.and_then(|o| find_condition(&o.conditions(), "Stalled").cloned())
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    shutdown.force();
+    run.await.expect("run does not panic");
+    let at = start + chrono::TimeDelta::seconds(30);
+    let obj = store.get(pkg(), "p").await.expect("get");
+    let conditions = obj.conditions();
+    let stalled = find_condition(&conditions, "Stalled").expect("Stalled");
+    assert_eq!(stalled.last_transition_time, at, "Stalled");
+    let events = store
+        .list(kind_by_name("Event").expect("the Event kind"))
+        .await
+        .expect("list events");
+    let [event] = events.items.as_slice() else {
+        panic!("one event: {:#?}", events.items)
+    };
+    let event = Resource::<EventSpec>::from_object(event).expect("an Event");
+    assert_eq!(
+        (event.spec.first_timestamp, event.spec.last_timestamp),
+        (at, at),
+        "the event's times"
     );
 }
 

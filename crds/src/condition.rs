@@ -9,6 +9,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::Time;
 
+/// The condition types more than one crate reads or writes. A type is part of the API
+/// (`start-cli wait --for condition=Ready`, the UI, the printed columns), so each is spelled
+/// once, here.
+pub mod types {
+    /// The object passed validation; `False` for a `desired/` file that does not parse.
+    pub const VALID: &str = "Valid";
+    /// The summary people wait on: valid, up to date, not stalled, nothing failing.
+    pub const READY: &str = "Ready";
+    /// Some condition lags `metadata.generation`, or deletion waits on finalizers.
+    pub const RECONCILING: &str = "Reconciling";
+    /// A controller gave up on the object until it changes (a terminal error).
+    pub const STALLED: &str = "Stalled";
+    /// Work a package asks of its user is outstanding.
+    pub const TASKS_PENDING: &str = "TasksPending";
+}
+
+/// The reasons written with the conditions in [`types`].
+pub mod reasons {
+    /// `Valid=True`.
+    pub const VALID: &str = "Valid";
+    /// `Valid=False`: the object's file in `desired/` does not parse or validate.
+    pub const INVALID_FILE: &str = "InvalidFile";
+    /// `Stalled=True`: a reconcile returned a terminal error.
+    pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+    /// `Stalled=False`: the controller that stalled succeeded again.
+    pub const RECONCILED: &str = "Reconciled";
+    /// `Reconciling=False`.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// `Reconciling=True` and `Ready=False`: a condition lags the generation.
+    pub const PROGRESSING: &str = "Progressing";
+    /// `Reconciling=True` and `Ready=False`: deletion waits on finalizers.
+    pub const DELETING: &str = "Deleting";
+    /// `Ready=False`: the object is not valid.
+    pub const INVALID: &str = "Invalid";
+    /// `Ready=False`: some controller stalled.
+    pub const STALLED: &str = "Stalled";
+    /// `Ready=False`: some other condition reports a failure.
+    pub const NOT_READY: &str = "NotReady";
+    /// `Ready=True`.
+    pub const READY: &str = "Ready";
+}
+
+/// Condition types whose `True` is the bad state; their `False` is not a failure.
+pub const NEGATIVE_POLARITY: &[&str] = &[types::STALLED, types::RECONCILING, types::TASKS_PENDING];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionStatus {
     True,
@@ -39,6 +84,10 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     pub last_transition_time: Time,
+    /// The controller that wrote the condition, where it matters who did: a `Stalled` is
+    /// cleared only by the controller that set it (as `reportingController` on an Event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_controller: Option<String>,
 }
 
 impl Condition {
@@ -56,11 +105,17 @@ impl Condition {
             message: message.into(),
             observed_generation: None,
             last_transition_time: now,
+            reporting_controller: None,
         }
     }
 
     pub fn with_generation(mut self, generation: Option<i64>) -> Self {
         self.observed_generation = generation;
+        self
+    }
+
+    pub fn reported_by(mut self, controller: &str) -> Self {
+        self.reporting_controller = Some(controller.to_owned());
         self
     }
 }

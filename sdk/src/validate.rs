@@ -321,6 +321,23 @@ impl Manifest {
     }
 
     fn check(&self, v: &mut Validator<'_>) {
+        let version = self.check_about(v);
+        let arch = self.check_arch(v);
+        self.check_images(v, &arch);
+        let ctx = Ctx {
+            m: self,
+            volumes: self.check_volumes(v),
+        };
+        self.check_processes(v, &ctx);
+        self.check_interfaces(v);
+        self.check_actions_and_tasks(v, &ctx);
+        self.check_dependencies(v);
+        self.check_backup(v, &ctx);
+        self.check_migrations(v, &ctx, version.as_ref());
+    }
+
+    /// Identity and descriptions; the parsed version when it parses.
+    fn check_about(&self, v: &mut Validator<'_>) -> Option<Version> {
         check_id(&mut v.at("id"), &self.id);
         v.at("title")
             .check(!self.title.trim().is_empty(), || "must not be empty".into());
@@ -344,8 +361,11 @@ impl Manifest {
                 format!("must be 1 to {LONG_MAX} characters (got {n})")
             });
         }
+        version
+    }
 
-        // Architectures.
+    /// The architectures, and the hardware requirements against them.
+    fn check_arch(&self, v: &mut Validator<'_>) -> BTreeSet<Arch> {
         v.at("arch").check(!self.arch.is_empty(), || {
             "must list at least one architecture".into()
         });
@@ -371,8 +391,11 @@ impl Manifest {
                     });
             }
         }
+        arch
+    }
 
-        // Images.
+    fn check_images(&self, v: &mut Validator<'_>, arch: &BTreeSet<Arch>) {
+        let arch_list = || known(self.arch.iter().map(|a| a.as_str()));
         for (id, img) in &self.images {
             let mut v = v.at("images");
             let mut v = v.at(id);
@@ -416,8 +439,10 @@ impl Manifest {
             }
             check_env(&mut v.at("env"), &img.env);
         }
+    }
 
-        // Volumes.
+    /// The volume ids, each once.
+    fn check_volumes(&self, v: &mut Validator<'_>) -> BTreeSet<&str> {
         let mut volumes = BTreeSet::new();
         for (i, id) in self.volumes.iter().enumerate() {
             let mut v = v.at("volumes");
@@ -427,9 +452,11 @@ impl Manifest {
                 format!("duplicate volume id {id:?}")
             });
         }
-        let ctx = Ctx { m: self, volumes };
+        volumes
+    }
 
-        // Daemons and oneshots.
+    /// Daemons and oneshots (one id namespace) and the cycles in their `requires`.
+    fn check_processes(&self, v: &mut Validator<'_>, ctx: &Ctx<'_>) {
         for (id, d) in &self.daemons {
             let mut v = v.at("daemons");
             let mut v = v.at(id);
@@ -480,8 +507,9 @@ impl Manifest {
             );
         }
         check_cycles(self, v);
+    }
 
-        // Interfaces.
+    fn check_interfaces(&self, v: &mut Validator<'_>) {
         for (id, iface) in &self.interfaces {
             let mut v = v.at("interfaces");
             let mut v = v.at(id);
@@ -506,8 +534,9 @@ impl Manifest {
                     .check(p.starts_with('/'), || format!("{p:?} must start with '/'"));
             }
         }
+    }
 
-        // Actions and tasks.
+    fn check_actions_and_tasks(&self, v: &mut Validator<'_>, ctx: &Ctx<'_>) {
         for (id, a) in &self.actions {
             let mut v = v.at("actions");
             let mut v = v.at(id);
@@ -536,8 +565,9 @@ impl Manifest {
             v.at("reason")
                 .check(!t.reason.trim().is_empty(), || "must not be empty".into());
         }
+    }
 
-        // Dependencies.
+    fn check_dependencies(&self, v: &mut Validator<'_>) {
         for (id, dep) in &self.dependencies {
             let mut v = v.at("dependencies");
             let mut v = v.at(id);
@@ -562,8 +592,9 @@ impl Manifest {
                 v.check(seen.insert(hc), || format!("{hc:?} is listed twice"));
             }
         }
+    }
 
-        // Backup.
+    fn check_backup(&self, v: &mut Validator<'_>, ctx: &Ctx<'_>) {
         if let Some(b) = &self.backup {
             let mut v = v.at("backup");
             let mut seen = BTreeSet::new();
@@ -585,8 +616,10 @@ impl Manifest {
                 ctx.hook(&mut v.at("postHook"), h);
             }
         }
+    }
 
-        // Migrations.
+    /// Migrations, against the package version when it parsed.
+    fn check_migrations(&self, v: &mut Validator<'_>, ctx: &Ctx<'_>, version: Option<&Version>) {
         for (i, mig) in self.migrations.iter().enumerate() {
             let mut v = v.at("migrations");
             let mut v = v.index(i);
@@ -595,7 +628,7 @@ impl Manifest {
                 v.at("from").error(e.to_string());
             }
             if let Some(to) = parse_full_version(&mut v.at("to"), &mig.to) {
-                if let Some(ver) = &version {
+                if let Some(ver) = version {
                     v.at("to").check(&to <= ver, || {
                         format!("{to} is newer than the package version {ver}")
                     });

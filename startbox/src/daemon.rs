@@ -32,7 +32,7 @@ use controllers::{
     validity::{self, Validity},
 };
 use prometheus_client::registry::Registry;
-use store::{EngineConfig, FileStore, Store};
+use store::{Clock, EngineConfig, FileStore, Store};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -175,7 +175,13 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
 
-    let store = FileStore::open(data_dir, EngineConfig::default())
+    // One clock for every timestamp: the store's, the controllers' and the API's.
+    let clock = Clock::system();
+    let config = EngineConfig {
+        clock: clock.clone(),
+        ..EngineConfig::default()
+    };
+    let store = FileStore::open(data_dir, config)
         .await
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let (auth, generated) =
@@ -200,7 +206,7 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let shutdown = Shutdown::new();
-    let controllers = start_controllers(&store, &metrics, &shutdown);
+    let controllers = start_controllers(&store, &clock, &metrics, &shutdown);
     let controllers = async move {
         for (name, task) in controllers {
             if let Err(e) = task.await {
@@ -211,7 +217,8 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     tokio::pin!(controllers);
 
     let state = api_server::AppState::new(store, Arc::new(auth))
-        .with_metrics(Arc::new(Mutex::new(registry)));
+        .with_metrics(Arc::new(Mutex::new(registry)))
+        .with_clock(clock);
     let router = api_server::router(state);
 
     // Both servers stop accepting when `stop` fires; api_server::serve then ends open
@@ -283,6 +290,7 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
 /// Starts every controller on `store`, reporting to `metrics`, until `shutdown`.
 fn start_controllers(
     store: &Arc<dyn Store>,
+    clock: &Clock,
     metrics: &Metrics,
     shutdown: &Shutdown,
 ) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
@@ -292,6 +300,7 @@ fn start_controllers(
             tokio::spawn(
                 gc::controller(store.clone())
                     .metrics(metrics.clone())
+                    .clock(clock.clone())
                     .run(Gc, shutdown.clone()),
             ),
         ),
@@ -300,7 +309,8 @@ fn start_controllers(
             tokio::spawn(
                 validity::controller(store.clone())
                     .metrics(metrics.clone())
-                    .run(Validity::default(), shutdown.clone()),
+                    .clock(clock.clone())
+                    .run(Validity, shutdown.clone()),
             ),
         ),
     ]

@@ -346,8 +346,11 @@ async fn describe_shows_conditions_finalizers_and_events() {
         .await
         .unwrap();
     // A series published through the controllers' recorder: the repeat folds into a count.
-    let recorder =
-        controllers::runtime::Recorder::new(std::sync::Arc::new(store.clone()), "validity");
+    let recorder = controllers::runtime::Recorder::new(
+        std::sync::Arc::new(store.clone()),
+        "validity",
+        store::Clock::system(),
+    );
     for _ in 0..2 {
         recorder
             .publish(

@@ -2,12 +2,14 @@
 //!
 //! Each check uses its own object names, so the whole suite runs against one store. The
 //! store must have been created with `history_limit` (used to prove `Gone` for watches that
-//! fall out of the history). Checks panic with a message naming what broke.
+//! fall out of the history). Checks panic with a message naming what broke; [`run_all`]
+//! runs every one of them and then fails with the list of all that broke, so one defect
+//! never hides another.
 
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use crds::{KindInfo, Object, ObjectMeta, OwnerReference, kind_by_name, kinds::REDACTED};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, future::LocalBoxFuture};
 use serde_json::{Value, json};
 
 use crate::{
@@ -69,20 +71,84 @@ fn rv(obj: &Object) -> &str {
 const W: &WriteOptions = &WriteOptions { dry_run: false };
 const DRY: &WriteOptions = &WriteOptions { dry_run: true };
 
-/// Runs every check.
+/// Longest one check may take before it counts as failed (a hung watch must not hang the
+/// whole suite and hide the checks after it).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A check that failed: its name and its panic message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub check: &'static str,
+    pub message: String,
+}
+
+/// Runs every check and panics at the end, listing every failure (by check name and
+/// message) when any failed.
 pub async fn run_all(store: &dyn Store, history_limit: usize) {
-    create_get_list(store).await;
-    update_and_generation(store).await;
-    status_subresource(store).await;
-    patches(store).await;
-    validation(store).await;
-    finalizers(store).await;
-    owner_cascade(store).await;
-    delete_preconditions(store).await;
-    dry_run(store).await;
-    secrets(store).await;
-    watch_events(store).await;
-    watch_gone(store, history_limit).await;
+    let failures = check_all(store, history_limit).await;
+    if !failures.is_empty() {
+        let list: Vec<String> = failures
+            .iter()
+            .map(|f| format!("- {}: {}", f.check, f.message))
+            .collect();
+        panic!(
+            "{} of {} conformance checks failed:\n{}",
+            failures.len(),
+            CHECKS,
+            list.join("\n")
+        );
+    }
+}
+
+/// How many checks [`check_all`] runs.
+const CHECKS: usize = 12;
+
+/// Runs every check, each to its end whatever the others did (checks use their own object
+/// names, so one's failure leaves nothing in another's way), and returns the failures.
+pub async fn check_all(store: &dyn Store, history_limit: usize) -> Vec<Failure> {
+    let checks: [(&'static str, LocalBoxFuture<'_, ()>); CHECKS] = [
+        ("create_get_list", create_get_list(store).boxed_local()),
+        (
+            "update_and_generation",
+            update_and_generation(store).boxed_local(),
+        ),
+        (
+            "status_subresource",
+            status_subresource(store).boxed_local(),
+        ),
+        ("patches", patches(store).boxed_local()),
+        ("validation", validation(store).boxed_local()),
+        ("finalizers", finalizers(store).boxed_local()),
+        ("owner_cascade", owner_cascade(store).boxed_local()),
+        (
+            "delete_preconditions",
+            delete_preconditions(store).boxed_local(),
+        ),
+        ("dry_run", dry_run(store).boxed_local()),
+        ("secrets", secrets(store).boxed_local()),
+        ("watch_events", watch_events(store).boxed_local()),
+        ("watch_gone", watch_gone(store, history_limit).boxed_local()),
+    ];
+    let mut failures = Vec::new();
+    for (check, run) in checks {
+        let outcome =
+            tokio::time::timeout(CHECK_TIMEOUT, AssertUnwindSafe(run).catch_unwind()).await;
+        let message = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(panic)) => panic_message(&*panic),
+            Err(_) => format!("did not finish within {CHECK_TIMEOUT:?}"),
+        };
+        failures.push(Failure { check, message });
+    }
+    failures
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panicked without a message".to_owned())
 }
 
 pub async fn create_get_list(store: &dyn Store) {
@@ -251,6 +317,11 @@ pub async fn status_subresource(store: &dyn Store) {
 }
 
 pub async fn patches(store: &dyn Store) {
+    merge_and_json_patches(store).await;
+    server_side_apply(store).await;
+}
+
+async fn merge_and_json_patches(store: &dyn Store) {
     let pkg = kind("Package");
     store
         .create(package("p-one", "^1.0"), W)
@@ -321,7 +392,11 @@ pub async fn patches(store: &dyn Store) {
         matches!(stale, Err(StoreError::Conflict { .. })),
         "patch with a stale resourceVersion: {stale:?}"
     );
-    // Apply creates, then replaces the spec.
+}
+
+/// Apply creates, then replaces the spec; the same intent again writes nothing.
+async fn server_side_apply(store: &dyn Store) {
+    let pkg = kind("Package");
     let applied = store
         .patch(
             pkg,

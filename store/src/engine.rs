@@ -13,7 +13,9 @@ use std::{
 };
 
 use crds::{
-    Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors, kind_by_name,
+    Condition, ConditionStatus, KindClass, KindInfo, Object, Time, ValidationErrors,
+    condition::{reasons, types},
+    kind_by_name,
     kinds::{REDACTED, REDACTED_CHANGED, SecretSpec},
     resource::decode,
     set_condition,
@@ -22,7 +24,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    Deleted, EventType, ObjectList, Patch, Preconditions, Result, StoreError, Subresource,
+    Clock, Deleted, EventType, ObjectList, Patch, Preconditions, Result, StoreError, Subresource,
     persist::{Origin, Persist},
     revision::{ResourceVersion, new_epoch},
 };
@@ -35,7 +37,7 @@ pub struct EngineConfig {
     /// An idle watch gets a bookmark this often.
     pub bookmark_interval: Duration,
     /// The time written into timestamps.
-    pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
+    pub clock: Clock,
 }
 
 impl fmt::Debug for EngineConfig {
@@ -52,7 +54,7 @@ impl Default for EngineConfig {
         Self {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(30),
-            clock: Arc::new(|| crds::meta::whole_seconds(chrono::Utc::now())),
+            clock: Clock::system(),
         }
     }
 }
@@ -194,7 +196,7 @@ impl<P: Persist> Engine<P> {
     }
 
     fn now(&self) -> Time {
-        (self.config.clock)()
+        self.config.clock.now()
     }
 
     // === reads ===
@@ -763,24 +765,35 @@ impl<P: Persist> Engine<P> {
             return Ok(false);
         };
         let mut conditions = current.conditions();
-        let existing = crds::condition::find_condition(&conditions, "Valid").cloned();
+        let existing = crds::condition::find_condition(&conditions, types::VALID).cloned();
         let changed = match error {
             Some(msg) => set_condition(
                 &mut conditions,
                 Condition::new(
-                    "Valid",
+                    types::VALID,
                     ConditionStatus::False,
-                    "InvalidFile",
+                    reasons::INVALID_FILE,
                     msg,
                     self.now(),
                 )
                 .with_generation(current.metadata.generation),
             ),
-            None if existing.as_ref().is_some_and(|c| c.reason == "InvalidFile") => set_condition(
-                &mut conditions,
-                Condition::new("Valid", ConditionStatus::True, "Valid", "", self.now())
+            None if existing
+                .as_ref()
+                .is_some_and(|c| c.reason == reasons::INVALID_FILE) =>
+            {
+                set_condition(
+                    &mut conditions,
+                    Condition::new(
+                        types::VALID,
+                        ConditionStatus::True,
+                        reasons::VALID,
+                        "",
+                        self.now(),
+                    )
                     .with_generation(current.metadata.generation),
-            ),
+                )
+            }
             None => false,
         };
         if changed {

@@ -13,11 +13,13 @@
 //! Invariant: the store never serves a secret value. `Secret` objects leave it redacted; only
 //! [`Store::reveal_secret`] (in-process callers) returns values.
 
+pub mod clock;
 mod engine;
 mod error;
 pub mod file;
 mod memory;
 mod persist;
+pub mod reflector;
 pub mod revision;
 mod watch;
 
@@ -31,6 +33,7 @@ use crds::{KindInfo, Object, kinds::SecretSpec};
 use futures::stream::BoxStream;
 use serde_json::Value;
 
+pub use clock::Clock;
 pub use engine::EngineConfig;
 pub use error::{Result, StoreError};
 pub use file::FileStore;

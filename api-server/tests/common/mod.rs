@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use store::{
-    Deleted, EngineConfig, MemoryStore, ObjectList, Patch, Preconditions, Result, Store,
+    Clock, Deleted, EngineConfig, MemoryStore, ObjectList, Patch, Preconditions, Result, Store,
     StoreError, Subresource, WatchStream, WriteOptions,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -36,9 +36,15 @@ pub struct FlakyStore {
 
 impl FlakyStore {
     pub fn new(history_limit: usize) -> Self {
+        Self::with_clock(history_limit, Clock::system())
+    }
+
+    /// A store that stamps objects with `clock`.
+    pub fn with_clock(history_limit: usize, clock: Clock) -> Self {
         Self {
             inner: MemoryStore::new(EngineConfig {
                 history_limit,
+                clock,
                 ..Default::default()
             }),
             gone_after: Mutex::new(None),
@@ -127,8 +133,24 @@ impl TestServer {
     }
 
     pub async fn start_with(history_limit: usize, trusted: bool) -> Self {
-        let store = Arc::new(FlakyStore::new(history_limit));
-        let state = AppState::new(store.clone(), Arc::new(Auth::for_tests("test-password")));
+        Self::start_on(FlakyStore::new(history_limit), Clock::system(), trusted).await
+    }
+
+    /// A trusted server whose store stamps objects with `store_clock` and whose API reads
+    /// the time (for table ages) from `api_clock`.
+    pub async fn start_with_clocks(
+        history_limit: usize,
+        store_clock: Clock,
+        api_clock: Clock,
+    ) -> Self {
+        let store = FlakyStore::with_clock(history_limit, store_clock);
+        Self::start_on(store, api_clock, true).await
+    }
+
+    async fn start_on(store: FlakyStore, clock: Clock, trusted: bool) -> Self {
+        let store = Arc::new(store);
+        let state = AppState::new(store.clone(), Arc::new(Auth::for_tests("test-password")))
+            .with_clock(clock);
         let mut router = api_server::router(state);
         if trusted {
             router = api_server::trusted(router);

@@ -8,12 +8,13 @@ use crds::{
     Object, ObjectMeta, OwnerReference, Resource, kind_by_name,
     kinds::{EventSpec, EventType, ObjectRef},
 };
-use store::{Store, StoreError, WriteOptions};
+use store::{Clock, Store, StoreError, WriteOptions};
 
 #[derive(Clone, Debug)]
 pub struct Recorder {
     store: Arc<dyn Store>,
     controller: &'static str,
+    clock: Clock,
 }
 
 /// The name of the series: readable prefix, hash of the folding key.
@@ -43,8 +44,12 @@ pub fn series_name(
 }
 
 impl Recorder {
-    pub fn new(store: Arc<dyn Store>, controller: &'static str) -> Self {
-        Self { store, controller }
+    pub fn new(store: Arc<dyn Store>, controller: &'static str, clock: Clock) -> Self {
+        Self {
+            store,
+            controller,
+            clock,
+        }
     }
 
     /// Records an event about `obj` (folded into its series).
@@ -58,7 +63,7 @@ impl Recorder {
         let events = kind_by_name("Event")
             .ok_or_else(|| StoreError::Unavailable("the Event kind is missing".into()))?;
         let name = series_name(obj, type_, reason, message, self.controller);
-        let now = crds::meta::whole_seconds(chrono::Utc::now());
+        let now = self.clock.now();
         for _ in 0..3 {
             match self.store.get(events, &name).await {
                 Ok(existing) => {

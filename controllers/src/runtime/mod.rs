@@ -1,12 +1,17 @@
-//! The controller runtime. Rules (and where they come from) are in
-//! `../shared/reference/controllers-and-style.md` section A; in short: level-triggered
-//! reconcile of keys, at most one pending entry per key, never one key twice at once,
-//! per-key backoff reset on success, clamped requeues, periodic resync, a readiness gate,
-//! finalizers before side effects, status written only on change, panics and timeouts
-//! contained to their key, and a draining shutdown.
+//! The controller runtime, in the manner of Kubernetes' controller-runtime: level-triggered
+//! reconcile of keys (a reconciler looks at the object as it is now, never at the event
+//! that woke it, so missed or merged events cannot leave it wrong), at most one pending
+//! entry per key (a burst of events costs one run), never one key twice at once (two runs
+//! would race on the same status), per-key backoff reset on success, clamped requeues (a
+//! bad delay cannot park a key forever), a periodic resync (the safety net for anything
+//! missed), a readiness gate (no reconcile sees a half-listed world and "cleans up" what it
+//! has not seen yet), finalizers before side effects (nothing is created that a deletion
+//! could leak), status written only on change (a write is an event: writing every pass is
+//! a reconcile storm), panics and timeouts contained to their key, and a draining shutdown.
 
 mod backoff;
 mod controller;
+mod deadline;
 mod events;
 mod finalizer;
 mod key;
@@ -14,8 +19,12 @@ mod metrics;
 mod queue;
 mod reconcile;
 mod reflector;
+mod run_loop;
 mod shutdown;
+mod stalled;
 mod status;
+mod triggers;
+mod worker;
 
 pub use backoff::{Backoff, BackoffConfig, RateLimiter};
 pub use controller::{Config, Context, Controller, Mapper, Reconciler};

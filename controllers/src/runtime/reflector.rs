@@ -1,5 +1,5 @@
-//! A local copy of one kind, kept by list + watch: relist on `Gone` (never a silent gap),
-//! retry other failures with backoff, and report every change as (old, new) so the
+//! A local copy of one kind, kept by the store's reflector (list + watch, relist on `Gone`,
+//! retry other failures with backoff), reporting every change as (old, new) so the
 //! controller can map it to keys. Until the first list completes the kind is not ready.
 
 use std::{
@@ -9,8 +9,10 @@ use std::{
 };
 
 use crds::{KindInfo, Object};
-use futures::StreamExt;
-use store::{EventType, Store, StoreError};
+use store::{
+    EventType, Store, WatchEvent,
+    reflector::{Retry, Scope, Sink, reflect},
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +108,12 @@ impl Cache {
     }
 }
 
+/// client-go's reflector numbers: 800 ms doubling to 30 s.
+const RETRY: Retry = Retry {
+    first: Duration::from_millis(800),
+    max: Duration::from_secs(30),
+};
+
 /// Keeps `kind` in `cache` until `stop` is cancelled, sending every change to `tx` and
 /// flipping `ready` to true after the first complete list.
 pub async fn run(
@@ -116,57 +124,45 @@ pub async fn run(
     ready: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(800);
-    loop {
-        let result = tokio::select! {
-            () = stop.cancelled() => return,
-            r = list_and_watch(&*store, kind, &cache, &tx, &ready) => r,
-        };
-        match result {
-            Err(StoreError::Gone { .. }) => {
-                tracing::debug!(kind = kind.kind, "watch expired; relisting");
-                delay = Duration::from_millis(800);
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(kind = kind.kind, error = %e, retry_in = ?delay, "list/watch failed")
-            }
-            Ok(()) => tracing::debug!(kind = kind.kind, "watch ended; relisting"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        // client-go's reflector numbers: 800 ms doubling to 30 s.
-        delay = (delay * 2).min(Duration::from_secs(30));
+    let mut sink = CacheSink {
+        kind,
+        cache,
+        tx,
+        ready,
+    };
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = reflect(&*store, Scope::Kind(kind), &mut sink, RETRY) => {}
     }
 }
 
-async fn list_and_watch(
-    store: &dyn Store,
+/// Feeds a reflector into the cache and reports each change.
+struct CacheSink {
     kind: &'static KindInfo,
-    cache: &Cache,
-    tx: &mpsc::UnboundedSender<Change>,
-    ready: &watch::Sender<bool>,
-) -> Result<(), StoreError> {
-    let list = store.list(kind).await?;
-    let mut stream = store
-        .watch(Some(kind), Some(&list.resource_version))
-        .await?;
-    for change in cache.replace(kind, list.items) {
-        let _ = tx.send(change);
+    cache: Cache,
+    tx: mpsc::UnboundedSender<Change>,
+    ready: watch::Sender<bool>,
+}
+
+impl Sink for CacheSink {
+    fn replace(&mut self, lists: Vec<(&'static KindInfo, Vec<Object>)>, _rv: &str) {
+        for (kind, items) in lists {
+            for change in self.cache.replace(kind, items) {
+                let _ = self.tx.send(change);
+            }
+        }
+        self.ready.send_replace(true);
     }
-    ready.send_replace(true);
-    while let Some(ev) = stream.next().await {
-        let ev = ev?;
+
+    fn apply(&mut self, ev: WatchEvent) {
+        let kind = self.kind;
         let name = ev.object.metadata.name.clone();
         let new = match ev.type_ {
-            EventType::Bookmark => continue,
+            EventType::Bookmark => return,
             EventType::Deleted => None,
             EventType::Added | EventType::Modified => Some(ev.object),
         };
-        let old = cache.apply(kind, new.clone(), &name);
-        let _ = tx.send(Change { kind, old, new });
+        let old = self.cache.apply(kind, new.clone(), &name);
+        let _ = self.tx.send(Change { kind, old, new });
     }
-    Ok(())
 }

@@ -58,7 +58,7 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
 
 /// The `Ready` condition's status, or `-` when the object has none (yet).
 pub fn ready(obj: &Object) -> String {
-    match find_condition(&obj.conditions(), "Ready") {
+    match find_condition(&obj.conditions(), crds::condition::types::READY) {
         Some(c) => status_str(c.status).to_owned(),
         None => "-".into(),
     }

@@ -216,7 +216,7 @@ fn event_kind() -> Result<&'static KindInfo> {
 /// The store's own report about a file, if `event` is one: the kind and name it is about.
 fn file_report(event: &Object) -> Option<(&'static KindInfo, String)> {
     let res = Resource::<EventSpec>::from_object(event).ok()?;
-    let ours = res.spec.reporting_controller == "store" && res.spec.reason == "InvalidFile";
+    let ours = res.spec.reporting_controller == "store" && res.spec.reason == crds::condition::reasons::INVALID_FILE;
     let kind = kind_by_name(&res.spec.involved_object.kind)?;
     let name = res.spec.involved_object.name;
     (ours && event.metadata.name == invalid_file_event_name(kind, &name)).then_some((kind, name))
@@ -288,7 +288,7 @@ fn report_orphan_error(
             )
             .map(drop),
         (Some(msg), existing) => {
-            let now = (engine.config.clock)();
+            let now = engine.config.clock.now();
             let previous = existing
                 .as_ref()
                 .and_then(|e| Resource::<EventSpec>::from_object(e).ok());
@@ -302,7 +302,7 @@ fn report_orphan_error(
                     uid: None,
                 },
                 type_: Severity::Warning,
-                reason: "InvalidFile".into(),
+                reason: crds::condition::reasons::INVALID_FILE.into(),
                 message: msg.to_owned(),
                 reporting_controller: "store".into(),
                 count: previous.as_ref().map_or(1, |p| p.spec.count + 1),
