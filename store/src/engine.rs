@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::{
     Deleted, EventType, ObjectList, Patch, Preconditions, Result, StoreError, Subresource,
+    patch_limits,
     persist::{Origin, Persist},
     revision::{ResourceVersion, new_epoch},
 };
@@ -687,13 +688,12 @@ impl<P: Persist> Engine<P> {
             Patch::Merge(p) => {
                 let mut doc = serde_json::to_value(&current).unwrap_or_default();
                 json_patch::merge(&mut doc, &p);
+                patch_limits::check_result(kind, name, &doc)?;
                 from_doc(kind, name, doc)?
             }
             Patch::Json(p) => {
                 let mut doc = serde_json::to_value(&current).unwrap_or_default();
-                json_patch::patch(&mut doc, &p).map_err(|e| {
-                    StoreError::BadRequest(format!("json patch on {} {name:?}: {e}", kind.kind))
-                })?;
+                patch_limits::apply_json_patch(kind, name, &mut doc, &p)?;
                 from_doc(kind, name, doc)?
             }
             Patch::Apply(applied) => {
@@ -717,6 +717,11 @@ impl<P: Persist> Engine<P> {
                 if applied.metadata.resource_version.is_some() {
                     new.metadata.resource_version = applied.metadata.resource_version;
                 }
+                patch_limits::check_result(
+                    kind,
+                    name,
+                    &serde_json::to_value(&new).unwrap_or_default(),
+                )?;
                 new
             }
         };

@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod file;
 mod memory;
+mod patch_limits;
 mod persist;
 pub mod revision;
 mod watch;
@@ -35,6 +36,7 @@ pub use engine::EngineConfig;
 pub use error::{Result, StoreError};
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use patch_limits::{MAX_OBJECT_BYTES, MAX_PATCH_OPERATIONS};
 
 /// The result of a list: the items and the revision they were read at (watch from there).
 #[derive(Clone, Debug)]
