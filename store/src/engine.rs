@@ -26,6 +26,7 @@ use crate::{
     patch_limits,
     persist::{Origin, Persist},
     revision::{ResourceVersion, new_epoch},
+    secret_meta,
 };
 
 /// Tuning and injected dependencies of a store.
@@ -408,6 +409,8 @@ impl<P: Persist> Engine<P> {
                 }
             }
         }
+        secret_meta::scrub(&mut obj.metadata, &spec)
+            .map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e))?;
         obj.spec = serde_json::to_value(spec.redacted()).unwrap_or_default();
         Ok(Some(spec))
     }

@@ -20,6 +20,7 @@ mod memory;
 mod patch_limits;
 mod persist;
 pub mod revision;
+mod secret_meta;
 mod watch;
 
 #[cfg(feature = "conformance")]
