@@ -269,3 +269,48 @@ async fn watchers_that_never_read_cost_little_and_are_dropped() {
         "{WATCHERS} unread watchers grew the peak RSS by {growth_mib} MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_logins_at_once_keep_memory_flat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let d = start(&data, &[], &[]).await;
+    let pid = d.child.id().unwrap();
+    let before = proc_kib(pid, "VmHWM");
+    // Within every rate limit (one attempt per address, 20 in all), all at once: each
+    // argon2 check needs 19 MiB while it runs.
+    let body = r#"{"password":"wrong guess","kind":"token"}"#;
+    let attempts = (1..=20u8).map(|i| {
+        let addr = d.addr.clone();
+        tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(std::net::SocketAddr::from(([127, 3, 0, i], 0)))
+                .unwrap();
+            let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+            let request = format!(
+                "POST /auth/login HTTP/1.1\r\nHost: startd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            response
+        })
+    });
+    for answer in futures::future::join_all(attempts).await {
+        let answer = answer.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let peak = proc_kib(pid, "VmHWM");
+    eprintln!("20 wrong logins at once: VmHWM {before} KiB before, {peak} KiB peak");
+    let growth_mib = (peak - before) / 1024;
+    assert!(
+        growth_mib < 100,
+        "20 logins grew the peak RSS by {growth_mib} MiB"
+    );
+}

@@ -2,10 +2,21 @@
 //! (19 MiB with the default parameters) for as long as it runs, and the blocking pool
 //! would run hundreds at once: RSS then follows the number of concurrent logins. Only a few
 //! run at a time; the others wait briefly for a turn and are then told to come back.
+//!
+//! The checks run on threads of their own rather than the blocking pool: the allocator
+//! keeps freed memory per thread, so a check on a new pool thread each time would leave
+//! 19 MiB behind on every one of them.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt, io,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Password checks that may run at once: enough for a person and a script logging in
 /// together, few enough that hashing never holds more than a few tens of MiB.
@@ -25,6 +36,8 @@ pub(super) enum Gated {
 pub(super) struct HashGate {
     slots: Arc<Semaphore>,
     wait: Duration,
+    /// To the checking threads; they end when the gate is dropped.
+    jobs: mpsc::Sender<Job>,
 }
 
 impl fmt::Debug for HashGate {
@@ -36,18 +49,35 @@ impl fmt::Debug for HashGate {
 }
 
 impl HashGate {
-    pub(super) fn new() -> HashGate {
+    pub(super) fn new() -> io::Result<HashGate> {
         HashGate::with_wait(HASH_WAIT)
     }
 
-    fn with_wait(wait: Duration) -> HashGate {
-        HashGate {
+    fn with_wait(wait: Duration) -> io::Result<HashGate> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..MAX_CONCURRENT_HASHES {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        // A panicking check loses its answer (the caller sees it fail), not
+                        // the thread.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    }
+                })?;
+        }
+        Ok(HashGate {
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_HASHES)),
             wait,
-        }
+            jobs,
+        })
     }
 
-    /// Runs `check` on the blocking pool once a slot is free, holding the slot until it
+    /// Runs `check` on a checking thread once a slot is free, holding the slot until it
     /// returns (even if the request that asked for it is gone by then).
     pub(super) async fn run<T, F>(&self, check: F) -> Result<T, Gated>
     where
@@ -58,12 +88,17 @@ impl HashGate {
             .await
             .map_err(|_| Gated::Busy)?
             .map_err(|e| Gated::Failed(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
             let _slot = permit;
-            check()
-        })
-        .await
-        .map_err(|e| Gated::Failed(e.to_string()))
+            let _ = answer.send(check());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Gated::Failed("the password check threads are gone".to_owned()))?;
+        answered
+            .await
+            .map_err(|_| Gated::Failed("the password check panicked".to_owned()))
     }
 }
 
@@ -93,7 +128,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn at_most_the_limit_runs_at_once() {
-        let gate = Arc::new(HashGate::new());
+        let gate = Arc::new(HashGate::new().unwrap());
         let running = Arc::new(AtomicUsize::new(0));
         let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
         let (release, released) = mpsc::channel::<()>();
@@ -118,7 +153,7 @@ mod tests {
     // Not on paused time: tokio does not advance paused time while blocking tasks run.
     #[tokio::test]
     async fn a_login_that_waits_too_long_is_busy() {
-        let gate = Arc::new(HashGate::with_wait(Duration::from_millis(50)));
+        let gate = Arc::new(HashGate::with_wait(Duration::from_millis(50)).unwrap());
         let running = Arc::new(AtomicUsize::new(0));
         let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
         let (release, released) = mpsc::channel::<()>();

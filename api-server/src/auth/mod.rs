@@ -168,7 +168,10 @@ impl Auth {
             password_hash: Mutex::new(hash),
             sessions: Arc::new(sessions),
             limiter: LoginLimiter::new(),
-            hashing: HashGate::new(),
+            hashing: HashGate::new().map_err(|e| AuthError::Task {
+                task: "checks passwords",
+                reason: format!("cannot start its threads: {e}"),
+            })?,
             secure_cookies: tls,
         };
         Ok((auth, generated))
@@ -184,7 +187,7 @@ impl Auth {
             password_hash: Mutex::new(hash),
             sessions: Arc::new(Sessions::in_memory()),
             limiter: LoginLimiter::new(),
-            hashing: HashGate::new(),
+            hashing: HashGate::new().expect("threads for password checks start"),
             secure_cookies: false,
         }
     }
