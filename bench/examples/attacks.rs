@@ -163,7 +163,8 @@ async fn patch(args: &Args, data: &std::path::Path) -> Result<Value> {
     report["patch_bytes"] = json!(body.len());
     report["create_status"] = json!(created);
     report["patch_statuses"] = json!(statuses);
-    report["alive"] = json!(mem(d.pid).is_ok());
+    // A dead, unreaped daemon still has a status file, without memory lines.
+    report["alive"] = json!(mem(d.pid).is_ok_and(|m| m.rss_kib > 0));
     let _ = d.stop().await;
     Ok(report)
 }
