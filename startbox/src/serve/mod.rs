@@ -27,6 +27,10 @@ use stall::StallGuard;
 /// 8 KiB; its default of about 400 KiB, kept by every watch that is not read, is what made
 /// two thousand idle watchers cost most of a gigabyte.
 const MAX_BUF_BYTES: usize = 16 * 1024;
+/// The kernel's send buffer per connection. Left to autotuning it grows to megabytes per
+/// connection (4 MiB by default on Linux), which thousands of unread watches turn into
+/// gigabytes of kernel memory, and which must fill before a stalled reader is noticed.
+const SEND_BUFFER_BYTES: usize = 256 * 1024;
 /// How often at most "connection refused: budget full" is logged per listener.
 const OVER_BUDGET_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -104,6 +108,8 @@ async fn connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + 'static,
 {
+    // Best effort: a socket that keeps its default buffer still works, only costs more.
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&io, SEND_BUFFER_BYTES);
     let io = TokioIo::new(StallGuard::new(io, limits.stall_timeout));
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(client));
