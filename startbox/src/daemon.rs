@@ -12,6 +12,11 @@
 //! requests and reconciles finish within `--shutdown-timeout` (then running reconciles are
 //! cancelled); the exit code is then 0. A second signal cancels everything and exits at
 //! once (130).
+//!
+//! At start the soft open-file limit is raised to the hard one; the servers (`crate::serve`)
+//! then give TCP and the socket separate connection budgets out of it, end connections that
+//! send no request headers within `--header-timeout` (idle keep-alive ones too), and reset
+//! those that read nothing of a response for `--stall-timeout`.
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
