@@ -142,6 +142,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Ends long-lived responses (watches, UI streams) when `token` is cancelled: for servers
+/// that run their own accept loop rather than [`serve`].
+pub fn with_shutdown(router: Router, token: CancellationToken) -> Router {
+    router.layer(Extension(ShutdownSignal(token)))
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; then open watches and UI
 /// streams are ended and in-flight requests finish before this returns.
 ///
@@ -160,7 +166,7 @@ where
     auth::ClientAddr: for<'a> Connected<IncomingStream<'a, L>>,
 {
     let token = CancellationToken::new();
-    let router = router.layer(Extension(ShutdownSignal(token.clone())));
+    let router = with_shutdown(router, token.clone());
     let signal = async move {
         shutdown.await;
         token.cancel();

@@ -671,6 +671,44 @@ async fn the_login_limit_is_per_client_address() {
 }
 
 #[tokio::test]
+async fn logins_from_many_addresses_share_one_budget() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(Auth::for_tests(PASSWORD));
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<auth::ClientAddr>();
+        axum::serve(listener, service).await.unwrap();
+    });
+    captured_logs();
+    // 200 guesses at once, each from its own loopback address, as an attacker owning many
+    // addresses would send them: each is within its address's budget.
+    let attempts = (0..200u32).map(|i| async move {
+        let ip = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((ip, 0))).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let body = json!({ "password": "guess" });
+        send_on(stream, Method::POST, "/auth/login", &[], Some(body)).await
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let checked = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(checked + limited.len(), 200, "only 401 and 429");
+    assert!(
+        checked <= 25,
+        "{checked} passwords were checked: the shared budget did not hold"
+    );
+    let retry: u64 = limited[0].header(&header::RETRY_AFTER).parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry after {retry}s");
+}
+
+#[tokio::test]
 async fn generated_password_is_shown_once_and_stored_hashed() {
     let dir = tempfile::tempdir().unwrap();
     let (first, generated) = Auth::open(dir.path(), true).unwrap();

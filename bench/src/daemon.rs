@@ -41,6 +41,16 @@ impl Daemon {
     /// address from its stdout, and waits until its Unix socket accepts connections and
     /// answers a request. Logs go to `log`.
     pub async fn start(bin: &Path, data_dir: &Path, log: &Path) -> Result<Self> {
+        Self::start_with(bin, data_dir, log, &[]).await
+    }
+
+    /// [`Daemon::start`] with more `startd` options.
+    pub async fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let started = Instant::now();
@@ -48,6 +58,7 @@ impl Daemon {
             .args(["startd", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -12,9 +12,15 @@
 //! requests and reconciles finish within `--shutdown-timeout` (then running reconciles are
 //! cancelled); the exit code is then 0. A second signal cancels everything and exits at
 //! once (130).
+//!
+//! At start the soft open-file limit is raised to the hard one; the servers (`crate::serve`)
+//! then give TCP and the socket separate connection budgets out of it, end connections that
+//! send no request headers within `--header-timeout` (idle keep-alive ones too), and reset
+//! those that read nothing of a response for `--stall-timeout`.
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
+    future::Future,
     io::{IsTerminal, Read, Write},
     net::SocketAddr,
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
@@ -24,7 +30,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use api_server::auth::{self, Auth};
+use api_server::auth::{self, Auth, ClientAddr};
 use clap::{Args, Parser, Subcommand};
 use controllers::{
     gc::{self, Gc},
@@ -38,7 +44,10 @@ use tokio::{
     sync::watch,
 };
 
-use crate::cli::wait::parse_duration;
+use crate::{
+    cli::wait::parse_duration,
+    serve::{self, Budgets, Limits},
+};
 
 /// Where a real install keeps its state (the CLI's default socket lives under it).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/startos";
@@ -57,6 +66,18 @@ pub struct DaemonArgs {
     /// cancels them and exits anyway.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Open TCP connections at most; fewer when the open-file limit is low (the Unix socket
+    /// and the store's files keep a share of their own).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; idle keep-alive connections are
+    /// closed after it too.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection whose client reads nothing of the response for this long is closed
+    /// (a watch that is never read, a stuck client).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
     #[command(subcommand)]
     pub command: Option<DaemonCommand>,
 }
@@ -170,38 +191,24 @@ fn print_stdout(line: &str) {
 
 async fn serve(args: &DaemonArgs) -> Result<u8> {
     check_listen(args.listen)?;
+    let nofile = serve::raise_nofile();
+    let budgets = Budgets::for_nofile(nofile.soft, args.max_connections);
+    tracing::info!(
+        nofile = nofile.soft,
+        tcp = budgets.tcp,
+        unix = budgets.unix,
+        "connection budgets"
+    );
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
-
     // One clock for every timestamp: the store's, the controllers' and the API's.
     let clock = Clock::system();
-    let config = EngineConfig {
-        clock: clock.clone(),
-        ..EngineConfig::default()
-    };
-    let store = FileStore::open(data_dir, config)
-        .await
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let (auth, generated) =
-        Auth::open(data_dir, false).context("cannot open the authentication state")?;
-    if let Some(password) = generated {
-        // Printed, never logged: logs are kept and shipped, stdout is read once by a person.
-        print_stdout(&format!(
-            "startd: generated admin password: {password} (shown once; reset with 'startd reset-password')"
-        ));
-    }
-
-    let tcp = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = tcp.local_addr().context("reading the bound address")?;
-    let socket_path = data_dir.join("run").join("startd.sock");
-    let unix = auth::unix_listener(&socket_path)?;
+    let (store, auth) = open_state(data_dir, &clock).await?;
+    let listeners = Listeners::bind(args.listen, data_dir).await?;
 
     // The controllers start once the store is open; the API serves their metrics.
-    let store: Arc<dyn Store> = Arc::new(store);
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -219,61 +226,158 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let state = api_server::AppState::new(store, Arc::new(auth))
         .with_metrics(Arc::new(Mutex::new(registry)))
         .with_clock(clock);
-    let router = api_server::router(state);
-
-    // Both servers stop accepting when `stop` fires; api_server::serve then ends open
-    // watches and waits for in-flight requests.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let tcp_server = api_server::serve(tcp, router.clone(), stopped(stop_rx.clone()));
-    let unix_server = api_server::serve(unix, api_server::trusted(router), stopped(stop_rx));
-    let servers = async move {
-        let (t, u) = tokio::join!(tcp_server, unix_server);
-        t.context("serving TCP")?;
-        u.context("serving the Unix socket")
-    };
+    let socket_path = listeners.socket_path.clone();
+    let servers = api_servers(listeners, api_server::router(state), args, budgets, stop_rx);
     tokio::pin!(servers);
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tracing::info!(listen = %local, socket = %socket_path.display(), data_dir = %data_dir.display(), "startd ready");
-    print_stdout(&format!(
-        "startd: listening on http://{local} and {}",
-        socket_path.display()
-    ));
+    let mut signals = Signals::install()?;
     print_stdout("startd: ready");
-
     let first = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        r = &mut servers => {
-            r?;
-            bail!("the API servers stopped unexpectedly");
-        }
+        s = signals.next() => s,
+        () = &mut servers => bail!("the API servers stopped unexpectedly"),
     };
     tracing::info!(signal = first, timeout = ?args.shutdown_timeout, "shutting down: no new connections or reconciles, draining in-flight requests and reconciles");
     let _ = stop_tx.send(true);
     shutdown.begin();
-    let drained = tokio::select! {
-        r = tokio::time::timeout(args.shutdown_timeout, async {
-            tokio::join!(&mut servers, &mut controllers).0
-        }) => Some(r),
-        _ = sigterm.recv() => None,
-        _ = sigint.recv() => None,
+    let code = drain(
+        &mut servers,
+        &mut controllers,
+        &shutdown,
+        &mut signals,
+        args.shutdown_timeout,
+    )
+    .await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!(code, "startd stopped");
+    Ok(code)
+}
+
+/// The store and the authentication state under `data_dir`; prints a generated password.
+async fn open_state(data_dir: &Path, clock: &Clock) -> Result<(Arc<dyn Store>, Auth)> {
+    let config = EngineConfig {
+        clock: clock.clone(),
+        ..EngineConfig::default()
     };
-    let code = match drained {
-        Some(Ok(Ok(()))) => 0,
-        Some(Ok(Err(e))) => {
-            tracing::error!(error = %format!("{e:#}"), "an API server failed while draining");
-            0
+    let store = FileStore::open(data_dir, config)
+        .await
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let (auth, generated) =
+        Auth::open(data_dir, false).context("cannot open the authentication state")?;
+    if let Some(password) = generated {
+        // Printed, never logged: logs are kept and shipped, stdout is read once by a person.
+        print_stdout(&format!(
+            "startd: generated admin password: {password} (shown once; reset with 'startd reset-password')"
+        ));
+    }
+    Ok((Arc::new(store), auth))
+}
+
+/// The loopback TCP listener and the root-only Unix socket.
+struct Listeners {
+    tcp: tokio::net::TcpListener,
+    unix: tokio::net::UnixListener,
+    socket_path: PathBuf,
+}
+
+impl Listeners {
+    async fn bind(listen: SocketAddr, data_dir: &Path) -> Result<Self> {
+        let tcp = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let local = tcp.local_addr().context("reading the bound address")?;
+        let socket_path = data_dir.join("run").join("startd.sock");
+        let unix = auth::unix_listener(&socket_path)?;
+        tracing::info!(listen = %local, socket = %socket_path.display(), data_dir = %data_dir.display(), "startd listening");
+        print_stdout(&format!(
+            "startd: listening on http://{local} and {}",
+            socket_path.display()
+        ));
+        Ok(Self {
+            tcp,
+            unix,
+            socket_path,
+        })
+    }
+}
+
+/// Both API servers, each with its own connection budget, until `stop` turns true.
+async fn api_servers(
+    listeners: Listeners,
+    router: axum::Router,
+    args: &DaemonArgs,
+    budgets: Budgets,
+    stop: watch::Receiver<bool>,
+) {
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let limits = |connections| Limits {
+        connections,
+        header_timeout: args.header_timeout,
+        stall_timeout: args.stall_timeout,
+    };
+    let tcp = serve::serve(
+        listeners.tcp,
+        router.clone(),
+        limits(budgets.tcp),
+        |addr: &SocketAddr| ClientAddr(Some(*addr)),
+        stopped(stop.clone()),
+    );
+    let unix = serve::serve(
+        listeners.unix,
+        api_server::trusted(router),
+        limits(budgets.unix),
+        |_: &tokio::net::unix::SocketAddr| ClientAddr(None),
+        stopped(stop),
+    );
+    tokio::join!(tcp, unix);
+}
+
+/// SIGTERM and SIGINT, as one stream of signal names.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+/// Lets requests and reconciles finish within `timeout`; past it, or at a second signal,
+/// cancels them. Returns the exit code.
+async fn drain(
+    servers: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    controllers: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    shutdown: &Shutdown,
+    signals: &mut Signals,
+    timeout: Duration,
+) -> u8 {
+    let drained = tokio::select! {
+        r = tokio::time::timeout(timeout, async {
+            tokio::join!(servers.as_mut(), controllers.as_mut());
+        }) => Some(r),
+        _ = signals.next() => None,
+    };
+    match drained {
+        Some(Ok(())) => 0,
         Some(Err(_)) => {
-            tracing::warn!(timeout = ?args.shutdown_timeout, "requests or reconciles still running at the shutdown deadline; cancelling them");
+            tracing::warn!(timeout = ?timeout, "requests or reconciles still running at the shutdown deadline; cancelling them");
             shutdown.force();
             // Cancelled reconciles end at their next await point.
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut controllers).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), controllers.as_mut()).await;
             0
         }
         None => {
@@ -281,10 +385,7 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
             shutdown.force();
             130
         }
-    };
-    let _ = std::fs::remove_file(&socket_path);
-    tracing::info!(code, "startd stopped");
-    Ok(code)
+    }
 }
 
 /// Starts every controller on `store`, reporting to `metrics`, until `shutdown`.

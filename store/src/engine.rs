@@ -25,8 +25,10 @@ use tokio::sync::watch;
 
 use crate::{
     Clock, Deleted, EventType, ObjectList, Patch, Preconditions, Result, StoreError, Subresource,
+    patch_limits,
     persist::{Origin, Persist},
     revision::{ResourceVersion, new_epoch},
+    secret_meta,
 };
 
 /// Tuning and injected dependencies of a store.
@@ -419,6 +421,8 @@ impl<P: Persist> Engine<P> {
                 }
             }
         }
+        secret_meta::scrub(&mut obj.metadata, &spec)
+            .map_err(|e| StoreError::invalid(kind.kind, &obj.metadata.name, e))?;
         obj.spec = to_value(kind, &obj.metadata.name, spec.redacted())?;
         Ok(Some(spec))
     }
@@ -703,13 +707,12 @@ impl<P: Persist> Engine<P> {
             Patch::Merge(p) => {
                 let mut doc = to_value(kind, name, &current)?;
                 json_patch::merge(&mut doc, &p);
+                patch_limits::check_result(kind, name, &doc)?;
                 from_doc(kind, name, doc)?
             }
             Patch::Json(p) => {
                 let mut doc = to_value(kind, name, &current)?;
-                json_patch::patch(&mut doc, &p).map_err(|e| {
-                    StoreError::BadRequest(format!("json patch on {} {name:?}: {e}", kind.kind))
-                })?;
+                patch_limits::apply_json_patch(kind, name, &mut doc, &p)?;
                 from_doc(kind, name, doc)?
             }
             Patch::Apply(applied) => {
@@ -733,6 +736,11 @@ impl<P: Persist> Engine<P> {
                 if applied.metadata.resource_version.is_some() {
                     new.metadata.resource_version = applied.metadata.resource_version;
                 }
+                patch_limits::check_result(
+                    kind,
+                    name,
+                    &serde_json::to_value(&new).unwrap_or_default(),
+                )?;
                 new
             }
         };

@@ -18,9 +18,11 @@ mod engine;
 mod error;
 pub mod file;
 mod memory;
+mod patch_limits;
 mod persist;
 pub mod reflector;
 pub mod revision;
+mod secret_meta;
 mod watch;
 
 #[cfg(feature = "conformance")]
@@ -38,6 +40,7 @@ pub use engine::EngineConfig;
 pub use error::{Result, StoreError};
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use patch_limits::{MAX_OBJECT_BYTES, MAX_PATCH_OPERATIONS};
 
 /// The result of a list: the items and the revision they were read at (watch from there).
 #[derive(Clone, Debug)]

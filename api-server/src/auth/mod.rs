@@ -10,12 +10,14 @@
 //!   `sessions.json`, so they survive a restart.
 //! - [`require_auth`] guards the API: a [`Trusted`] request (Unix socket), a valid bearer
 //!   token, or a valid cookie, where a cookie also needs `X-CSRF-Token` on mutating methods.
-//! - Logins are rate limited per client address.
+//! - Logins are rate limited per client address and in total, and only a few password
+//!   checks run at once (each holds argon2's memory cost).
 //!
 //! Invariant: no password, token, token hash or password hash is ever logged, put in an error
 //! message, or shown by `Debug`.
 
 mod files;
+mod hashing;
 mod password;
 mod rate_limit;
 mod sessions;
@@ -43,6 +45,7 @@ pub use rate_limit::ClientAddr;
 pub use sessions::SessionKind;
 pub use unix::{trusted, unix_listener};
 
+use hashing::{Gated, HashGate};
 use rate_limit::{ClientKey, LoginLimiter};
 use sessions::Sessions;
 
@@ -124,6 +127,7 @@ pub struct Auth {
     password_hash: Mutex<String>,
     sessions: Arc<Sessions>,
     limiter: LoginLimiter,
+    hashing: HashGate,
     secure_cookies: bool,
 }
 
@@ -167,6 +171,10 @@ impl Auth {
             password_hash: Mutex::new(hash),
             sessions: Arc::new(sessions),
             limiter: LoginLimiter::new(),
+            hashing: HashGate::new().map_err(|e| AuthError::Task {
+                task: "checks passwords",
+                reason: format!("cannot start its threads: {e}"),
+            })?,
             secure_cookies: tls,
         };
         Ok((auth, generated))
@@ -182,6 +190,7 @@ impl Auth {
             password_hash: Mutex::new(hash),
             sessions: Arc::new(Sessions::in_memory()),
             limiter: LoginLimiter::new(),
+            hashing: HashGate::new().expect("threads for password checks start"),
             secure_cookies: false,
         }
     }
@@ -526,7 +535,11 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         return bad_login_request();
     };
     let auth = Arc::clone(&state.auth);
-    let checked = tokio::task::spawn_blocking(move || auth.check_password(&password)).await;
+    let checked = state
+        .auth
+        .hashing
+        .run(move || auth.check_password(&password))
+        .await;
     match checked {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
@@ -538,10 +551,14 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
             );
         }
         Ok(Err(e)) => return internal_error(&e),
-        Err(e) => {
+        Err(Gated::Busy) => {
+            tracing::warn!(client = %client, "login refused: every password check slot stayed busy");
+            return hashing_busy();
+        }
+        Err(Gated::Failed(reason)) => {
             return internal_error(&AuthError::Task {
                 task: "checks the password",
-                reason: e.to_string(),
+                reason,
             });
         }
     }
@@ -629,6 +646,19 @@ fn bad_login_request() -> Response {
         Reason::BadRequest,
         r#"the login request must be JSON {"password": "...", "kind": "cookie" | "token"}"#,
     )
+}
+
+/// The password checks are all taken (many logins at once): come back in a moment.
+fn hashing_busy() -> Response {
+    let mut response = status_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Reason::ServiceUnavailable,
+        "too many logins at once; try again in a moment",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    response
 }
 
 fn too_many_requests(wait: Duration) -> Response {

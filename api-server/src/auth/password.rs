@@ -1,7 +1,9 @@
 //! The admin password: generation, argon2id hashing (PHC strings) and verification.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::cell::RefCell;
+
+use argon2::password_hash::{self, Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 
 use super::AuthError;
@@ -57,12 +59,50 @@ pub(super) fn is_valid_hash(phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
 }
 
-/// Constant-time in the comparison of the derived key (done by `password_hash`).
+/// The most memory a stored hash may ask a verification for: 4 times argon2's default cost.
+/// A hash asking for more (a hand-edited password file) is refused rather than obeyed.
+pub(super) const MAX_VERIFY_KIB: u32 = 4 * Params::DEFAULT_M_COST;
+
+thread_local! {
+    /// argon2's working memory, kept by each thread that verifies: allocating and freeing
+    /// 19 MiB per login leaves most of it behind in the allocator anyway, so reusing one
+    /// buffer per thread is what keeps memory flat over many logins.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Constant-time in the comparison of the derived key (`password_hash::Output`'s equality).
 pub(super) fn verify(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (hash.hash, hash.salt) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) =
+        (Params::try_from(&hash), Algorithm::try_from(hash.algorithm))
+    else {
+        return false;
+    };
+    if params.m_cost() > MAX_VERIFY_KIB {
+        return false;
+    }
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    MEMORY.with_borrow_mut(|memory| {
+        memory.resize(params.block_count(), Block::default());
+        let derived = Output::init_with(expected.len(), |out| {
+            argon2
+                .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..])
+                .map_err(|_| password_hash::Error::Password)
+        });
+        derived.is_ok_and(|d| d == expected)
     })
 }
 
@@ -88,5 +128,14 @@ mod tests {
         assert!(verify("correct horse", &phc));
         assert!(!verify("correct horsf", &phc));
         assert!(!verify("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn verifies_hashes_of_every_cost_it_accepts() {
+        let phc = hash("correct horse", Cost::Default).unwrap();
+        assert!(verify("correct horse", &phc));
+        assert!(!verify("correct horsf", &phc));
+        let greedy = phc.replace("m=19456", &format!("m={}", MAX_VERIFY_KIB + 8));
+        assert!(!verify("correct horse", &greedy), "{greedy}");
     }
 }

@@ -1,4 +1,7 @@
-//! Login rate limiting, keyed by client address.
+//! Login rate limiting: a budget per client address and one shared by all of them, since
+//! a client that owns many addresses (a /8 of loopback, a botnet) escapes any per-address
+//! limit. The shared budget can lock the owner out of logging in during an attack; existing
+//! sessions and the root-only socket keep working, so that is the lesser harm.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -8,11 +11,15 @@ use std::time::Duration;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::net::{TcpListener, UnixListener};
 
 /// Attempts a client may make at once; after that one more every `60 s / BURST`.
 const BURST: u32 = 5;
+/// Attempts all clients together may make at once; after that one more every
+/// `60 s / GLOBAL_BURST`. Well above what one household logs in with, far below what makes a
+/// password search or argon2's memory a threat.
+pub(super) const GLOBAL_BURST: u32 = 20;
 /// Above this many tracked clients, forget those whose bucket has refilled, so a scan from
 /// many addresses cannot grow the table without bound.
 const RETAIN_THRESHOLD: usize = 4096;
@@ -71,6 +78,7 @@ impl Connected<IncomingStream<'_, UnixListener>> for ClientAddr {
 
 pub(super) struct LoginLimiter {
     limiter: DefaultKeyedRateLimiter<ClientKey>,
+    global: DefaultDirectRateLimiter,
 }
 
 impl fmt::Debug for LoginLimiter {
@@ -84,19 +92,27 @@ impl fmt::Debug for LoginLimiter {
 impl LoginLimiter {
     pub(super) fn new() -> LoginLimiter {
         let burst = NonZeroU32::new(BURST).expect("BURST is not zero");
+        let global = NonZeroU32::new(GLOBAL_BURST).expect("GLOBAL_BURST is not zero");
         LoginLimiter {
             limiter: RateLimiter::keyed(Quota::per_minute(burst)),
+            global: RateLimiter::direct(Quota::per_minute(global)),
         }
     }
 
-    /// Takes one attempt from the client's budget, or says how long until the next is allowed.
+    /// Takes one attempt from the client's budget and from the shared one, or says how long
+    /// until the next is allowed. The client's budget is checked first so that one client
+    /// over its own limit does not drain the shared budget for everyone else.
     pub(super) fn check(&self, key: ClientKey) -> Result<(), Duration> {
         if self.limiter.len() > RETAIN_THRESHOLD {
             self.limiter.retain_recent();
         }
+        let now = DefaultClock::default().now();
         self.limiter
             .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+            .map_err(|not_until| not_until.wait_time_from(now))?;
+        self.global
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(now))
     }
 }
 
@@ -116,6 +132,19 @@ mod tests {
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(12));
         limiter.check(b).unwrap();
         limiter.check(ClientKey::Local).unwrap();
+    }
+
+    #[test]
+    fn many_addresses_share_one_budget() {
+        let limiter = LoginLimiter::new();
+        let refused = (0..=GLOBAL_BURST)
+            .map(|i| {
+                let addr = SocketAddr::from(([127, 0, 1, i as u8], 1000));
+                limiter.check(ClientKey::from_addr(Some(addr)))
+            })
+            .filter(Result::is_err)
+            .count();
+        assert_eq!(refused, 1);
     }
 
     #[test]
