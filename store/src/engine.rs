@@ -161,6 +161,16 @@ impl<P: Persist> Engine<P> {
                 .insert(obj.metadata.name.clone(), Arc::new(obj));
         }
         st.secrets.extend(secrets);
+        let st = &mut *st;
+        if let Some(secret_objects) = st.objects.get_mut("Secret") {
+            for (name, obj) in secret_objects.iter_mut() {
+                if let Some(values) = st.secrets.get(name)
+                    && secret_meta::redact_loaded(&mut Arc::make_mut(obj).metadata, values)
+                {
+                    tracing::warn!(object = %format!("Secret/{name}"), "a recorded label or annotation carried a secret value: it is no longer served");
+                }
+            }
+        }
         st.revision = max;
         st.compacted = max;
         self.tx.send_replace(max);

@@ -47,6 +47,24 @@ pub(crate) fn scrub(meta: &mut ObjectMeta, spec: &SecretSpec) -> Result<(), Vali
     }
 }
 
+/// The same rules for a record written before they existed, which cannot be refused any
+/// more: the last-applied annotation is redacted and any other label or annotation
+/// carrying a value becomes the redaction marker, so it is never served.
+pub(crate) fn redact_loaded(meta: &mut ObjectMeta, spec: &SecretSpec) -> bool {
+    let before = (meta.labels.clone(), meta.annotations.clone());
+    if let Some(applied) = meta.annotations.get_mut(LAST_APPLIED) {
+        *applied = redact_last_applied(applied, spec);
+    }
+    for map in [&mut meta.labels, &mut meta.annotations] {
+        for text in map.values_mut() {
+            if spec.data.values().any(|v| contains_value(text, v)) {
+                REDACTED.clone_into(text);
+            }
+        }
+    }
+    (meta.labels.clone(), meta.annotations.clone()) != before
+}
+
 /// (metadata key, data key) for each entry of `map` that carries a value of `spec`.
 fn carrying<'a>(
     map: &'a BTreeMap<String, String>,

@@ -158,3 +158,42 @@ async fn other_metadata_carrying_a_value_is_refused() {
     assert!(text.contains("metadata.annotations.note"), "{text}");
     assert!(!text.contains(VALUE), "the error echoes the value: {text}");
 }
+
+/// A record written before values were kept out of metadata is not served as it was.
+#[tokio::test]
+async fn values_recorded_in_metadata_by_an_older_version_are_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), EngineConfig::default())
+        .await
+        .unwrap();
+    store.create(secret("c", &[]), W).await.unwrap();
+    drop(store);
+
+    // What an older version stored: the kubectl annotation with the value, and a note.
+    let record = dir.path().join("secrets/c.json");
+    let mut obj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    obj["metadata"]["annotations"] = json!({
+        LAST_APPLIED: kubectl_annotation("c"),
+        "note": format!("password is {VALUE}"),
+    });
+    std::fs::write(&record, serde_json::to_vec(&obj).unwrap()).unwrap();
+
+    let store = FileStore::open(dir.path(), EngineConfig::default())
+        .await
+        .unwrap();
+    let sec = kind_by_name("Secret").unwrap();
+    let got = store.get(sec, "c").await.unwrap();
+    let listed = store.list(sec).await.unwrap();
+    for text in [
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&listed.items).unwrap(),
+    ] {
+        assert!(!text.contains(VALUE), "a value was served: {text}");
+    }
+    assert_eq!(got.metadata.annotations["note"], "<redacted>");
+    assert_eq!(
+        store.reveal_secret("c").await.unwrap().data["password"],
+        VALUE
+    );
+}
