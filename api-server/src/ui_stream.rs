@@ -74,8 +74,10 @@ struct PatchMessage<'a> {
 }
 
 fn encode<T: Serialize>(msg: &T) -> Arc<str> {
-    // Plain JSON values always serialize.
-    Arc::from(serde_json::to_string(msg).unwrap_or_default())
+    Arc::from(
+        serde_json::to_string(msg)
+            .expect("UI messages are plain JSON values with string keys and always encode"),
+    )
 }
 
 struct ModelState {

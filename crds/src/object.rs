@@ -52,7 +52,8 @@ impl Object {
         if let Value::Object(map) = status {
             map.insert(
                 "conditions".into(),
-                serde_json::to_value(conditions).unwrap_or_default(),
+                serde_json::to_value(conditions)
+                    .expect("conditions are plain data with string keys and always encode"),
             );
         }
     }

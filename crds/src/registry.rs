@@ -172,7 +172,7 @@ fn normalize_spec<S: Spec>(name: &str, spec: &Value) -> Result<Value, Validation
             typed.validate(&mut Validator::new(&mut spec_errors));
             errors.0.extend(spec_errors.prefixed("spec").0);
             errors.into_result()?;
-            Ok(serde_json::to_value(&typed).unwrap_or_default())
+            encode(&typed, "spec")
         }
         Err(e) => {
             errors.0.extend(e.prefixed("spec").0);
@@ -183,7 +183,17 @@ fn normalize_spec<S: Spec>(name: &str, spec: &Value) -> Result<Value, Validation
 
 fn normalize_status<S: Spec>(status: &Value) -> Result<Value, ValidationErrors> {
     let typed: S::Status = decode(status)?;
-    Ok(serde_json::to_value(&typed).unwrap_or_default())
+    encode(&typed, "status")
+}
+
+/// A typed value back into JSON; failing is a fault of the type, reported at `field`
+/// rather than turned into an empty value.
+fn encode(typed: &impl serde::Serialize, field: &str) -> Result<Value, ValidationErrors> {
+    serde_json::to_value(typed).map_err(|e| {
+        let mut errors = ValidationErrors::default();
+        errors.push(field, format!("cannot be encoded: {e}"));
+        errors
+    })
 }
 
 static KINDS: &[KindInfo] = &[

@@ -561,7 +561,7 @@ impl<P: Persist> Engine<P> {
         if dry_run {
             if let Some(values) = &secret {
                 let shown = values.redacted_against(self.read().secrets.get(&new.metadata.name));
-                new.spec = serde_json::to_value(shown).unwrap_or_default();
+                new.spec = to_value(kind, &new.metadata.name, shown)?;
             }
             return Ok(new);
         }
@@ -746,11 +746,7 @@ impl<P: Persist> Engine<P> {
                 if applied.metadata.resource_version.is_some() {
                     new.metadata.resource_version = applied.metadata.resource_version;
                 }
-                patch_limits::check_result(
-                    kind,
-                    name,
-                    &serde_json::to_value(&new).unwrap_or_default(),
-                )?;
+                patch_limits::check_result(kind, name, &to_value(kind, name, &new)?)?;
                 new
             }
         };

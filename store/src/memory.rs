@@ -117,5 +117,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| crate::StoreError::Unavailable(format!("store write task failed: {e}")))?
+        .map_err(|e| crate::StoreError::Internal(format!("store write task failed: {e}")))?
 }

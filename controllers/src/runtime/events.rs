@@ -60,8 +60,9 @@ impl Recorder {
         reason: &str,
         message: &str,
     ) -> Result<(), StoreError> {
-        let events = kind_by_name("Event")
-            .ok_or_else(|| StoreError::Unavailable("the Event kind is missing".into()))?;
+        let events = kind_by_name("Event").ok_or_else(|| {
+            StoreError::Internal("the Event kind is missing from the kind table".into())
+        })?;
         let name = series_name(obj, type_, reason, message, self.controller);
         let now = self.clock.now();
         for _ in 0..3 {

@@ -1,13 +1,15 @@
-use std::fmt;
+use std::{cmp::Ordering, fmt, hash};
 
 use crds::{KindInfo, Object, kind_by_name};
 
 /// What the queue holds: a kind and a name, never an event payload (reconciliation is
-/// level-triggered: the reconciler re-reads the object).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// level-triggered: the reconciler re-reads the object). A key is only ever made from a
+/// known kind, so it carries the kind's table entry rather than looking it up again.
+#[derive(Clone, Debug)]
 pub struct ObjectKey {
     pub kind: &'static str,
     pub name: String,
+    info: &'static KindInfo,
 }
 
 impl ObjectKey {
@@ -15,6 +17,7 @@ impl ObjectKey {
         Self {
             kind: kind.kind,
             name: name.into(),
+            info: kind,
         }
     }
 
@@ -24,8 +27,37 @@ impl ObjectKey {
     }
 
     pub fn kind_info(&self) -> &'static KindInfo {
-        // Keys are only made from known kinds.
-        kind_by_name(self.kind).unwrap_or(&crds::kinds()[0])
+        self.info
+    }
+
+    fn identity(&self) -> (&str, &str) {
+        (self.kind, &self.name)
+    }
+}
+
+impl PartialEq for ObjectKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for ObjectKey {}
+
+impl hash::Hash for ObjectKey {
+    fn hash<H: hash::Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
+    }
+}
+
+impl PartialOrd for ObjectKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ObjectKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.identity().cmp(&other.identity())
     }
 }
 

@@ -40,7 +40,8 @@ const SERVER_MANAGED: &[&str] = &[
 
 /// The object as compared: no status, no server-managed metadata.
 pub fn comparable(obj: &Object) -> Value {
-    let mut v = serde_json::to_value(obj).unwrap_or_default();
+    let mut v = serde_json::to_value(obj)
+        .expect("an object is plain JSON with string keys and always encodes");
     if let Value::Object(map) = &mut v {
         map.remove("status");
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
