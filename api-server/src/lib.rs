@@ -122,8 +122,8 @@ async fn method_not_allowed(request: Request) -> Status {
     ))
 }
 
-/// The whole API. Every route but the auth routes (`/auth/login`, `/auth/logout`) goes
-/// through [`auth::require_auth`].
+/// The whole API. Every route but the auth routes goes through [`auth::require_auth`]; of
+/// those, only [`auth::PUBLIC_ROUTES`] answer without credentials.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(discovery::routes())

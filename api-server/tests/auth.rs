@@ -200,6 +200,9 @@ async fn every_api_route_and_method_needs_credentials() {
         "/apis".to_owned(),
         API.to_owned(),
         "/openapi.json".to_owned(),
+        "/openapi/v3".to_owned(),
+        format!("/openapi/v3{API}"),
+        "/version".to_owned(),
         "/metrics".to_owned(),
         format!("{API}/packages"),
         format!("{API}/packages?watch=1"),
@@ -244,6 +247,8 @@ async fn every_api_route_and_method_needs_credentials() {
         let reply = send(addr, method, path, &[], None).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
     }
+    // A new public route must be added here deliberately, with its reason.
+    assert_eq!(auth::PUBLIC_ROUTES, [("POST", "/auth/login")]);
 
     // Credentials that are not valid are refused the same way, with a hint to log in again.
     let bad_cookie = send(

@@ -487,8 +487,14 @@ pub async fn require_auth(
     }
 }
 
-/// The unauthenticated routes: `POST /auth/login`, `POST /auth/logout` (authenticates
-/// itself), and `GET /auth/session` (who am I, and the CSRF token again after a page reload).
+/// The one route served without credentials: trading the password for a session or token.
+/// Every other route needs them; `POST /auth/logout` and `GET /auth/session` (who am I, and
+/// the CSRF token again after a page reload) sit beside the auth middleware but check the
+/// credentials themselves.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("POST", "/auth/login")];
+
+/// The auth routes: `POST /auth/login` (see [`PUBLIC_ROUTES`]), `POST /auth/logout` and
+/// `GET /auth/session`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/login", post(login))
