@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use common::{BIN, STARTUP};
+use common::Daemon;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest},
     net::TcpStream,
-    process::{Child, Command},
 };
 
 /// Idle connections opened against a daemon allowed 256 descriptors.
@@ -25,56 +20,9 @@ const WATCHERS: usize = 300;
 const FILLER_BYTES: usize = 30 * 1024;
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Startd {
-    child: Child,
-    data_dir: PathBuf,
-    addr: String,
-    password: String,
-}
-
-/// Starts `startd` on a fresh `data_dir` (optionally under `wrapper`, e.g. `prlimit`) and
-/// waits for `startd: ready`.
-async fn start(data_dir: &Path, wrapper: &[&str], extra: &[&str]) -> Startd {
-    let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-    let (program, args) = match wrapper.split_first() {
-        Some((p, rest)) => (*p, [rest, &[BIN]].concat()),
-        None => (BIN, Vec::new()),
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .args(["startd", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn startd");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut password) = (None, None);
-    tokio::time::timeout(STARTUP, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("startd: generated admin password: ") {
-                password = rest.split_whitespace().next().map(str::to_owned);
-            } else if let Some(rest) = line.strip_prefix("startd: listening on http://") {
-                addr = rest.split_whitespace().next().map(str::to_owned);
-            } else if line == "startd: ready" {
-                return;
-            }
-        }
-        panic!("startd exited before it was ready");
-    })
-    .await
-    .expect("startd ready in time");
-    Startd {
-        child,
-        data_dir: data_dir.to_owned(),
-        addr: addr.expect("listening line"),
-        password: password.expect("first start prints the password"),
-    }
+/// Starts `startd` on a fresh `data_dir` (optionally under `wrapper`, e.g. `prlimit`).
+async fn start(data_dir: &Path, wrapper: &[&str], extra: &[&str]) -> Daemon {
+    Daemon::start_under(wrapper, data_dir, &data_dir.with_extension("log"), extra).await
 }
 
 /// A field of `/proc/PID/status` in KiB (VmHWM: peak RSS, VmRSS: now).
@@ -99,8 +47,12 @@ async fn http(addr: &str, request: &str) -> String {
     response
 }
 
-async fn token(d: &Startd) -> String {
-    let body = format!(r#"{{"password":"{}","kind":"token"}}"#, d.password);
+async fn token(d: &Daemon) -> String {
+    let password = d
+        .password
+        .as_deref()
+        .expect("first start prints the password");
+    let body = format!(r#"{{"password":"{password}","kind":"token"}}"#);
     let response = http(
         &d.addr,
         &format!(

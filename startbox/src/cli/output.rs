@@ -258,7 +258,7 @@ pub fn write_yaml<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<()> {
 
 /// JSON with every character that acts on a terminal escaped: serde_json escapes C0
 /// controls but writes DEL, C1 controls and bidirectional overrides as they are. They can
-/// only occur inside strings, where `\uXXXX` means the same character.
+/// only occur inside strings, where a `\u` escape of four hex digits means the same character.
 pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     let mut safe = String::with_capacity(text.len() + 1);

@@ -32,8 +32,19 @@ pub struct Daemon {
 
 /// Starts `startd` without waiting for it.
 pub fn spawn_startd(data_dir: &Path, log: &Path, extra: &[&str]) -> Child {
+    spawn_startd_under(&[], data_dir, log, extra)
+}
+
+/// Starts `startd` under `wrapper` (a command that runs the rest of its arguments, such as
+/// `prlimit --nofile=256:256 --`), without waiting for it.
+pub fn spawn_startd_under(wrapper: &[&str], data_dir: &Path, log: &Path, extra: &[&str]) -> Child {
     let log_file = std::fs::File::create(log).expect("create log file");
-    Command::new(BIN)
+    let (program, args) = match wrapper.split_first() {
+        Some((p, rest)) => (*p, [rest, &[BIN]].concat()),
+        None => (BIN, Vec::new()),
+    };
+    Command::new(program)
+        .args(args)
         .args(["startd", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"])
@@ -51,7 +62,17 @@ impl Daemon {
     /// Starts `startd` on `data_dir` (loopback, free port) and waits for `startd: ready`.
     /// Its log goes to `log`.
     pub async fn start(data_dir: &Path, log: &Path) -> Daemon {
-        let mut child = spawn_startd(data_dir, log, &[]);
+        Self::start_under(&[], data_dir, log, &[]).await
+    }
+
+    /// [`Daemon::start`] under `wrapper` (see [`spawn_startd_under`]) with `extra` arguments.
+    pub async fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> Daemon {
+        let mut child = spawn_startd_under(wrapper, data_dir, log, extra);
         let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
         let mut password = None;
         let mut addr = None;
