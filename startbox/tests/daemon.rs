@@ -80,6 +80,35 @@ async fn startd_and_start_cli_end_to_end() {
         "{listed}"
     );
 
+    // A Registry over a real directory is really reconciled by the registry controller in
+    // startd: Ready=True means its directory was scanned.
+    let packages = tmp.path().join("packages");
+    std::fs::create_dir(&packages).unwrap();
+    let registry = tmp.path().join("local.yaml");
+    std::fs::write(
+        &registry,
+        format!(
+            "apiVersion: startos.dev/v1alpha1\nkind: Registry\nmetadata:\n  name: local\nspec:\n  directory: {}\n",
+            packages.display()
+        ),
+    )
+    .unwrap();
+    ok(&cli(&data, &["apply", "-f", registry.to_str().unwrap()]).await);
+    assert_eq!(
+        ok(&cli(
+            &data,
+            &[
+                "wait",
+                "registry",
+                "local",
+                "--for=condition=Ready",
+                "--timeout=60s",
+            ],
+        )
+        .await),
+        "registry/local condition met\n"
+    );
+
     // get
     let list: serde_json::Value =
         serde_json::from_str(&ok(&cli(&data, &["get", "packages", "-o", "json"]).await)).unwrap();
