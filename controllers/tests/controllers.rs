@@ -566,6 +566,34 @@ fn validity_summaries() {
     }
 }
 
+/// The readiness each kind declares is consistent: what Ready requires is among what the
+/// controller owns, only user kinds name a controller, and the names are the running
+/// controllers' own (a typo would leave a kind forever not ready).
+#[test]
+fn readiness_declarations_are_consistent() {
+    for k in crds::kinds() {
+        let r = &k.readiness;
+        for t in r.requires {
+            assert!(
+                r.owns.contains(t),
+                "{}: requires {t} it does not own",
+                k.kind
+            );
+        }
+        if k.class != KindClass::User {
+            assert!(r.controller.is_none(), "{}: not a user kind", k.kind);
+        }
+        if r.controller.is_none() {
+            assert!(r.owns.is_empty() && r.requires.is_empty(), "{}", k.kind);
+        }
+    }
+    assert_eq!(
+        kind("Registry").readiness.controller,
+        Some(controllers::registry::NAME)
+    );
+    assert_eq!(kind("Package").readiness.controller, Some("package"));
+}
+
 // === validity: one write per change, then nothing ===
 
 fn context(store: Arc<dyn Store>) -> Context {
