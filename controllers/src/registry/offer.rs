@@ -122,3 +122,115 @@ pub fn summary(status: &RegistryStatus, dir: &str) -> String {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn archive(id: &str, version: &str, signer: &str, icon: Option<usize>) -> Arc<Inspected> {
+        Arc::new(Inspected::Archive(Box::new(ArchiveInfo {
+            id: id.into(),
+            version: version.parse().expect("version"),
+            title: format!("{id} {version}"),
+            short_description: String::new(),
+            icon: icon.map(|n| "i".repeat(n)),
+            root_hash: format!("sha256:{id}{version}"),
+            signer: signer.into(),
+            size: 1,
+        })))
+    }
+
+    #[test]
+    fn bounds_hold_and_say_what_they_left_out() {
+        let mut files = Vec::new();
+        for i in 0..(MAX_OFFERED_PACKAGES + 10) {
+            files.push((
+                format!("p{i:04}.s9pk"),
+                archive(&format!("p{i:04}"), "1.0.0:0", "k", None),
+            ));
+        }
+        for v in 0..(MAX_OFFERED_VERSIONS + 4) {
+            files.push((
+                format!("a-{v:02}.s9pk"),
+                archive("a", &format!("1.{v}.0:0"), "k", None),
+            ));
+        }
+        files.push(("a-dup.s9pk".into(), archive("a", "1.3.0:0", "k", None)));
+        files.push((
+            "stranger.s9pk".into(),
+            archive("s", "1.0.0:0", "other", None),
+        ));
+        for i in 0..(MAX_REJECTED + 5) {
+            files.push((
+                format!("z{i:03}.s9pk"),
+                Arc::new(Inspected::Broken("x".repeat(2000))),
+            ));
+        }
+        let status = offer(
+            &Scan {
+                files,
+                dir_id: (0, 0),
+            },
+            &["k".to_owned()],
+        );
+        assert_eq!(status.packages.len(), MAX_OFFERED_PACKAGES);
+        assert_eq!(status.omitted_packages, 11, "267 trusted ids, 256 listed");
+        let a = &status.packages[0];
+        assert_eq!(a.id, "a");
+        assert_eq!(a.versions.len(), MAX_OFFERED_VERSIONS);
+        assert_eq!(a.versions[0].version, "1.19.0:0", "highest first");
+        assert_eq!(a.title, "a 1.19.0:0", "from the highest version");
+        assert_eq!(status.omitted_versions, 4);
+        // a-dup, the stranger and 105 broken files are rejected; 100 are listed.
+        assert_eq!(status.rejected.len(), MAX_REJECTED);
+        assert_eq!(status.omitted_rejected, 7);
+        assert!(
+            status.rejected.iter().any(|r| r.file == "a-dup.s9pk"
+                && r.reason == "duplicate of a version 1.3.0:0 in a-03.s9pk")
+        );
+        assert!(
+            status
+                .rejected
+                .iter()
+                .all(|r| r.reason.chars().count() <= MAX_REASON_CHARS + 1)
+        );
+        let message = summary(&status, "/d");
+        assert!(message.contains("11 packages not listed"), "{message}");
+        assert!(message.contains("4 older versions not listed"), "{message}");
+        assert!(
+            message.contains("7 rejected archives not listed"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn icons_stop_at_the_total_budget() {
+        let each = 60 * 1024;
+        let files: Vec<_> = (0..200)
+            .map(|i| {
+                (
+                    format!("p{i:03}.s9pk"),
+                    archive(&format!("p{i:03}"), "1.0.0:0", "k", Some(each)),
+                )
+            })
+            .collect();
+        let status = offer(
+            &Scan {
+                files,
+                dir_id: (0, 0),
+            },
+            &["k".to_owned()],
+        );
+        let with_icon = status.packages.iter().filter(|p| p.icon.is_some()).count();
+        assert_eq!(with_icon, MAX_ICON_TOTAL / each);
+        let total: usize = status
+            .packages
+            .iter()
+            .filter_map(|p| p.icon.as_ref())
+            .map(String::len)
+            .sum();
+        assert!(total <= MAX_ICON_TOTAL);
+    }
+}
