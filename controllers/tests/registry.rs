@@ -74,12 +74,21 @@ fn manifest(id: &str, version: &str) -> Vec<u8> {
 
 /// Packs `id` at `version`, signed by `key`, into `dir/file`; returns its root hash.
 fn pack(dir: &Path, file: &str, key: &s9pk::SigningKey, id: &str, version: &str) -> Result<String> {
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec();
+    pack_with_icon(dir, file, key, id, version, ("icon.svg", svg))
+}
+
+fn pack_with_icon(
+    dir: &Path,
+    file: &str,
+    key: &s9pk::SigningKey,
+    id: &str,
+    version: &str,
+    (icon_name, icon): (&str, Vec<u8>),
+) -> Result<String> {
     let mut b = s9pk::ArchiveBuilder::new();
     b.add_bytes("manifest.json", manifest(id, version))?;
-    b.add_bytes(
-        "icon.svg",
-        b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec(),
-    )?;
+    b.add_bytes(icon_name, icon)?;
     b.add_bytes("payload.bin", vec![7u8; 10_000])?;
     // Written under another name and renamed in, as a copy into a registry should be.
     let tmp = dir.join(format!(".{file}.part"));
@@ -507,7 +516,16 @@ async fn hostile_directory_is_scanned_in_bounded_time_memory_and_status() -> Res
         std::fs::write(dir.join(format!("broken-{i:04}.s9pk")), format!("junk {i}"))?;
     }
     let key = s9pk::generate_key();
-    pack(dir, "good.s9pk", &key, "good", "1.0.0:0")?;
+    // An icon over the limit is left out; the package is still offered.
+    let big_icon = vec![0x89u8; usize::try_from(crds::kinds::MAX_ICON_BYTES)? + 1];
+    pack_with_icon(
+        dir,
+        "good.s9pk",
+        &key,
+        "good",
+        "1.0.0:0",
+        ("icon.png", big_icon),
+    )?;
 
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
     store
@@ -538,6 +556,10 @@ async fn hostile_directory_is_scanned_in_bounded_time_memory_and_status() -> Res
         BROKEN + 2
     );
     assert_eq!(offered(&obj), ["good 1.0.0:0"]);
+    assert_eq!(
+        status.packages[0].icon, None,
+        "an icon over the limit is left out"
+    );
     assert_eq!(status.rejected.len(), MAX_REJECTED);
     assert_eq!(
         status.omitted_rejected,
