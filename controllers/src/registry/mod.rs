@@ -101,11 +101,13 @@ impl RegistryController {
     }
 
     fn cache(&self, name: &str, dir: &str) -> Arc<Mutex<ScanCache>> {
-        // Keyed by name and directory: a registry pointed elsewhere starts afresh.
-        lock(&self.caches)
-            .entry(format!("{name}\0{dir}"))
-            .or_default()
-            .clone()
+        // Keyed by name and directory: a registry pointed elsewhere starts afresh, and the
+        // cache of the directory it left is dropped.
+        let key = format!("{name}\0{dir}");
+        let prefix = format!("{name}\0");
+        let mut caches = lock(&self.caches);
+        caches.retain(|k, _| k == &key || !k.starts_with(&prefix));
+        caches.entry(key).or_default().clone()
     }
 }
 
@@ -157,7 +159,8 @@ impl Reconciler for RegistryController {
                     ScanError::NotADirectory { .. } => reasons::NOT_A_DIRECTORY,
                     ScanError::Unreadable { .. } => reasons::DIRECTORY_UNREADABLE,
                 };
-                tracing::info!(registry = %name, error = %e, "registry directory not scanned");
+                // The condition says it; a retry every few seconds must not flood the log.
+                tracing::debug!(registry = %name, error = %e, "registry directory not scanned");
                 let cond = condition(ConditionStatus::False, reason, e.to_string());
                 write(ctx, &res, RegistryStatus::default(), cond).await?;
                 return Ok(Requeue::After(RETRY));

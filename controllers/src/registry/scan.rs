@@ -165,7 +165,7 @@ fn inspect_entry(
 ) -> Arc<Inspected> {
     let opened = match dir.open_file(raw) {
         Ok(f) => f,
-        Err(e) => return Arc::new(Inspected::Broken(format!("cannot open: {e}"))),
+        Err(e) => return Arc::new(Inspected::Broken(e.to_string())),
     };
     let id = FileId::of(opened.metadata());
     if let Some((old_id, verdict)) = cache.files.get(raw)
