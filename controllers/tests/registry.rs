@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use controllers::{
     registry::{self, RegistryController},
     runtime::{Cache, Context, Metrics, Reconciler, Recorder, Shutdown},
+    validity::{self, Validity},
 };
 use crds::{
     API_VERSION, Object, ObjectMeta,
@@ -575,5 +576,71 @@ async fn hostile_directory_is_scanned_in_bounded_time_memory_and_status() -> Res
     assert!(size < 128 * 1024, "status of {size} bytes");
     assert!(took < Duration::from_secs(30), "scan took {took:?}");
     assert!(grew < 64 * 1024, "peak RSS grew {grew} KiB");
+    running.stop().await
+}
+
+// === with validity: Ready means scanned, and no storm ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_follows_the_scan_with_at_most_two_reconciles_per_change() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = s9pk::generate_key();
+    pack(tmp.path(), "a.s9pk", &key, "a", "1.0.0:0")?;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let running = start(store.clone());
+    let shutdown = Shutdown::new();
+    let checker = tokio::spawn(
+        validity::controller(store.clone())
+            .metrics(running.metrics.clone())
+            .run(Validity, shutdown.clone()),
+    );
+    let rv = store.list(registry_kind()).await?.resource_version;
+    let mut events = store.watch(None, Some(&rv)).await?;
+
+    store
+        .create(
+            registry_object(
+                "r",
+                json!({
+                    "directory": tmp.path().display().to_string(),
+                    "trustedSigners": [s9pk::public_key_string(&key.verifying_key())],
+                }),
+            ),
+            &WriteOptions::default(),
+        )
+        .await?;
+    let obj = wait_for(&*store, "r", "ready", |o| {
+        find_condition(&o.conditions(), "Ready")
+            .is_some_and(|c| c.status == crds::ConditionStatus::True)
+    })
+    .await?;
+    assert_eq!(offered(&obj), ["a 1.0.0:0"]);
+    running.settle(&*store, Duration::from_secs(1)).await?;
+
+    // Count what happened: every change so far is in the watch's buffer.
+    let mut changes = 0u64;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        if ev?.type_ != store::EventType::Bookmark {
+            changes += 1;
+        }
+    }
+    let scans = running.metrics.reconcile_count(registry::NAME);
+    let checks = running.metrics.reconcile_count(validity::NAME);
+    eprintln!("ready: {changes} changes, registry {scans} reconciles, validity {checks}");
+    // Created; validity's first summary (Ready=Unknown, if it runs before the scan lands);
+    // Scanned; Ready=True. Nothing more: neither rewrites what the other wrote.
+    assert!(changes <= 4, "{changes} changes");
+    assert!(
+        scans <= 2 * changes,
+        "registry: {scans} reconciles for {changes} changes"
+    );
+    assert!(
+        checks <= 2 * changes,
+        "validity: {checks} reconciles for {changes} changes"
+    );
+
+    shutdown.begin();
+    shutdown.force_after(Duration::from_secs(5));
+    tokio::time::timeout(Duration::from_secs(30), checker).await??;
     running.stop().await
 }
