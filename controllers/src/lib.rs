@@ -2,11 +2,14 @@
 //!
 //! - [`gc`]: deletes dependents whose owners (by uid) are all gone.
 //! - [`validity`]: `Valid` on every object; `Reconciling` and `Ready` summaries on user
-//!   objects, fed by the conditions other controllers write.
+//!   objects, fed by the conditions other controllers write; `Ready` follows the kind's own
+//!   controller (`crds::condition::Readiness`).
+//! - [`registry`]: scans `Registry` directories and lists the packages they offer.
 //!
 //! Invariant: controllers talk to each other only through resources in the store, write only
 //! status and the derived kinds they own, and never serve HTTP.
 
 pub mod gc;
+pub mod registry;
 pub mod runtime;
 pub mod validity;

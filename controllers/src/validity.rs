@@ -12,12 +12,17 @@
 //!     from an older `metadata.generation` than the current one (its `observedGeneration`
 //!     is lower), or while the object is being deleted (the message lists the finalizers
 //!     it waits on); `Reconciling=False` otherwise.
-//!   - `Ready=True` when the object is valid, nothing is reconciling, nothing is stalled and
-//!     no other condition reports a failure. A failure is, for now, a condition with status
-//!     `False` (or `Unknown`: not known to be fine) other than the ones with negative
-//!     polarity ([`crds::condition::NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`,
-//!     `TasksPending`), whose
-//!     `True` is the bad state. The message says what holds it back.
+//!   - `Ready` follows the kind's own controller, kstatus-style: each kind declares as data
+//!     ([`crds::condition::Readiness`], `KindInfo::readiness`) which controller acts on it
+//!     and which of that controller's conditions must be `True`. `Ready=True` only when the
+//!     object is valid, nothing is reconciling, nothing is stalled, no other condition
+//!     reports a failure and every required condition is `True`. A failure is a condition
+//!     with status `False` (or `Unknown`: not known to be fine) other than the ones with
+//!     negative polarity ([`crds::condition::NEGATIVE_POLARITY`]: `Stalled`, `Reconciling`,
+//!     `TasksPending`), whose `True` is the bad state. A kind no controller acts on yet, or
+//!     an object whose controller has not reported a required condition, is
+//!     `Ready=Unknown` (reason `NotReconciled`): storing an object is not doing what it asks.
+//!     The message says what holds it back.
 //! - `status.observedGeneration` is set to `metadata.generation`.
 //!
 //! Storm safety (every status write is a change that wakes every watcher): the conditions are computed from the object alone,
@@ -34,8 +39,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use crds::{
-    Condition, ConditionStatus, KindClass, Object, Time,
-    condition::{NEGATIVE_POLARITY, find_condition, reasons, types},
+    Condition, ConditionStatus, KindClass, KindInfo, Object, Time,
+    condition::{NEGATIVE_POLARITY, Readiness, find_condition, reasons, types},
     kind_by_name,
 };
 use serde_json::Value;
@@ -72,7 +77,7 @@ impl Reconciler for Validity {
                 obj.key()
             )));
         };
-        let conditions = summarize(&obj, kind.class, ctx.clock.now());
+        let conditions = summarize(&obj, kind, ctx.clock.now());
         // observedGeneration and the conditions go out in one write.
         let mut target = (*obj).clone();
         set_observed_generation(&mut target);
@@ -110,10 +115,11 @@ fn set_observed_generation(obj: &mut Object) {
     }
 }
 
-/// The conditions this controller wants on `obj` (of a kind of `class`), computed at `now`.
+/// The conditions this controller wants on `obj` (of `kind`), computed at `now`.
 /// Pure: the same object always gives the same answer, except for `lastTransitionTime`,
 /// which [`crds::set_condition`] keeps unless a status flips.
-pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
+pub fn summarize(obj: &Object, kind: &KindInfo, now: Time) -> Vec<Condition> {
+    let class = kind.class;
     let generation = obj.metadata.generation;
     let cond = |type_: &str, status: ConditionStatus, reason: &str, message: String| {
         Condition::new(type_, status, reason, message, now).with_generation(generation)
@@ -156,7 +162,7 @@ pub fn summarize(obj: &Object, class: KindClass, now: Time) -> Vec<Condition> {
             "every condition reflects the current generation".into(),
         ),
     });
-    let (status, reason, message) = ready(&valid, reconciling, &others);
+    let (status, reason, message) = ready(&kind.readiness, kind.kind, &valid, reconciling, &others);
     out.push(cond(types::READY, status, reason, message));
     out
 }
@@ -199,8 +205,11 @@ fn reconciling(obj: &Object, others: &[&Condition]) -> Option<(&'static str, Str
 }
 
 /// The `Ready` status, reason and message: the first thing that holds it back, in order
-/// invalid, reconciling, stalled, failing conditions.
+/// invalid, reconciling, stalled, no controller, failing conditions, required conditions
+/// not reported yet.
 fn ready(
+    readiness: &Readiness,
+    kind: &str,
     valid: &Condition,
     reconciling: Option<(&'static str, String)>,
     others: &[&Condition],
@@ -212,17 +221,13 @@ fn ready(
         .iter()
         .filter(|c| !NEGATIVE_POLARITY.contains(&c.type_.as_str()))
         .filter(|c| c.status != ConditionStatus::True)
-        .map(|c| {
-            let status = match c.status {
-                ConditionStatus::False => "False",
-                _ => "Unknown",
-            };
-            if c.message.is_empty() {
-                format!("{} is {status} ({})", c.type_, c.reason)
-            } else {
-                format!("{} is {status} ({}): {}", c.type_, c.reason, c.message)
-            }
-        })
+        .map(|c| describe_failure(c))
+        .collect();
+    let unreported: Vec<&str> = readiness
+        .requires
+        .iter()
+        .copied()
+        .filter(|t| !others.iter().any(|c| c.type_ == *t))
         .collect();
     let not_ready = ConditionStatus::False;
     if valid.status != ConditionStatus::True {
@@ -239,13 +244,46 @@ fn ready(
             reasons::STALLED,
             format!("stalled: {}", s.message),
         )
+    } else if readiness.controller.is_none() {
+        (
+            ConditionStatus::Unknown,
+            reasons::NOT_RECONCILED,
+            format!("no controller acts on {kind} objects yet: stored and valid, nothing done"),
+        )
     } else if !failures.is_empty() {
         (not_ready, reasons::NOT_READY, failures.join("; "))
+    } else if !unreported.is_empty() {
+        (
+            ConditionStatus::Unknown,
+            reasons::NOT_RECONCILED,
+            format!(
+                "waiting for the {} controller to report {}",
+                readiness.controller.unwrap_or_default(),
+                unreported.join(", ")
+            ),
+        )
     } else {
+        let required = if readiness.requires.is_empty() {
+            String::new()
+        } else {
+            format!(", {} True", readiness.requires.join(", "))
+        };
         (
             ConditionStatus::True,
             reasons::READY,
-            "valid, up to date, and no condition reports a failure".into(),
+            format!("valid, up to date{required}, and no condition reports a failure"),
         )
+    }
+}
+
+fn describe_failure(c: &Condition) -> String {
+    let status = match c.status {
+        ConditionStatus::False => "False",
+        _ => "Unknown",
+    };
+    if c.message.is_empty() {
+        format!("{} is {status} ({})", c.type_, c.reason)
+    } else {
+        format!("{} is {status} ({}): {}", c.type_, c.reason, c.message)
     }
 }

@@ -48,6 +48,9 @@ fn spec_of(kind: &str, name: &str) -> Value {
         "Package" => json!({"source": {"registry": "default", "version": "^1.0"}, "running": true}),
         "Container" => json!({"package": name, "rootHash": "sha256:00", "running": true}),
         "Volume" => json!({"package": name, "volumeId": "main"}),
+        "Registry" => json!({"directory": "/srv/registry"}),
+        // Only summarized, never stored: the shape does not matter.
+        "Gateway" => json!({}),
         "Secret" => json!({"data": {"password": "hunter2"}}),
         "Event" => json!({
             "involvedObject": {"kind": "Package", "name": name},
@@ -105,23 +108,42 @@ async fn set_cond(
     reason: &str,
     generation: Option<i64>,
 ) -> Result<()> {
+    set_conds(store, name, &[(type_, status, reason)], generation).await
+}
+
+/// Several conditions in one status write, so they are one change.
+async fn set_conds(
+    store: &dyn Store,
+    name: &str,
+    set: &[(&str, ConditionStatus, &str)],
+    generation: Option<i64>,
+) -> Result<()> {
     let mut obj = store.get(kind("Package"), name).await?;
     let mut conds = obj.conditions();
-    crds::set_condition(
-        &mut conds,
-        Condition::new(
-            type_,
-            status,
-            reason,
-            format!("{reason} message"),
-            chrono::Utc::now(),
-        )
-        .with_generation(generation),
-    );
+    for (type_, status, reason) in set {
+        crds::set_condition(
+            &mut conds,
+            Condition::new(
+                type_,
+                *status,
+                reason,
+                format!("{reason} message"),
+                chrono::Utc::now(),
+            )
+            .with_generation(generation),
+        );
+    }
     obj.set_conditions(&conds);
     store.update_status(obj, &w()).await?;
     Ok(())
 }
+
+/// What the package controller reports for a package that works.
+const WORKING: &[(&str, ConditionStatus, &str)] = &[
+    ("Installed", ConditionStatus::True, "Installed"),
+    ("Running", ConditionStatus::True, "Running"),
+    ("Healthy", ConditionStatus::True, "Healthy"),
+];
 
 // === running controllers and waiting for quiet ===
 
@@ -276,7 +298,7 @@ use ConditionStatus::{False, True, Unknown};
 
 const SUMMARY_CASES: &[SummaryCase] = &[
     SummaryCase {
-        name: "a fresh package is valid, up to date and ready",
+        name: "a fresh package is valid and up to date but not ready: nothing runs yet",
         kind: "Package",
         generation: 1,
         deleting: false,
@@ -285,8 +307,93 @@ const SUMMARY_CASES: &[SummaryCase] = &[
         want: &[
             ("Valid=True/Valid", ""),
             ("Reconciling=False/UpToDate", ""),
-            ("Ready=True/Ready", "no condition reports a failure"),
+            (
+                "Ready=Unknown/NotReconciled",
+                "waiting for the package controller to report Installed, Running, Healthy",
+            ),
         ],
+    },
+    SummaryCase {
+        name: "a package installed but not yet reported running waits for the rest",
+        kind: "Package",
+        generation: 2,
+        deleting: false,
+        finalizers: &[],
+        existing: &[("Installed", True, "Installed", "", 2)],
+        want: &[(
+            "Ready=Unknown/NotReconciled",
+            "waiting for the package controller to report Running, Healthy",
+        )],
+    },
+    SummaryCase {
+        name: "a package whose controller reports it works is ready",
+        kind: "Package",
+        generation: 2,
+        deleting: false,
+        finalizers: &[],
+        existing: &[
+            ("Installed", True, "Installed", "", 2),
+            ("Running", True, "Running", "", 2),
+            ("Healthy", True, "Healthy", "", 2),
+        ],
+        want: &[(
+            "Ready=True/Ready",
+            "Installed, Running, Healthy True, and no condition reports a failure",
+        )],
+    },
+    SummaryCase {
+        name: "a kind no controller acts on is never ready",
+        kind: "Gateway",
+        generation: 1,
+        deleting: false,
+        finalizers: &[],
+        existing: &[],
+        want: &[
+            ("Valid=True/Valid", ""),
+            (
+                "Ready=Unknown/NotReconciled",
+                "no controller acts on Gateway objects yet",
+            ),
+        ],
+    },
+    SummaryCase {
+        name: "a fresh registry waits for its scan",
+        kind: "Registry",
+        generation: 1,
+        deleting: false,
+        finalizers: &[],
+        existing: &[],
+        want: &[(
+            "Ready=Unknown/NotReconciled",
+            "waiting for the registry controller to report Scanned",
+        )],
+    },
+    SummaryCase {
+        name: "a scanned registry is ready",
+        kind: "Registry",
+        generation: 1,
+        deleting: false,
+        finalizers: &[],
+        existing: &[("Scanned", True, "Scanned", "3 packages", 1)],
+        want: &[("Ready=True/Ready", "Scanned True")],
+    },
+    SummaryCase {
+        name: "a registry whose directory is missing is not ready, and says why",
+        kind: "Registry",
+        generation: 1,
+        deleting: false,
+        finalizers: &[],
+        existing: &[(
+            "Scanned",
+            False,
+            "DirectoryMissing",
+            "/srv/r does not exist",
+            1,
+        )],
+        want: &[(
+            "Ready=False/NotReady",
+            "Scanned is False (DirectoryMissing): /srv/r does not exist",
+        )],
     },
     SummaryCase {
         name: "a condition from an older generation means reconciling",
@@ -380,6 +487,8 @@ const SUMMARY_CASES: &[SummaryCase] = &[
             ("Stalled", False, "Reconciled", "", 1),
             ("TasksPending", False, "NoTasks", "", 4),
             ("Installed", True, "Installed", "", 4),
+            ("Running", True, "Running", "", 4),
+            ("Healthy", True, "Healthy", "", 4),
         ],
         want: &[("Reconciling=False/UpToDate", ""), ("Ready=True/Ready", "")],
     },
@@ -419,7 +528,7 @@ fn validity_summaries() {
             .map(|(t, s, r, m, g)| Condition::new(t, *s, r, *m, now).with_generation(Some(*g)))
             .collect();
         obj.set_conditions(&existing);
-        let got = validity::summarize(&obj, kind(case.kind).class, now);
+        let got = validity::summarize(&obj, kind(case.kind), now);
         let got_summary: Vec<String> = got.iter().map(summary).collect();
         for (want, message) in case.want {
             let c = got
@@ -455,6 +564,34 @@ fn validity_summaries() {
             );
         }
     }
+}
+
+/// The readiness each kind declares is consistent: what Ready requires is among what the
+/// controller owns, only user kinds name a controller, and the names are the running
+/// controllers' own (a typo would leave a kind forever not ready).
+#[test]
+fn readiness_declarations_are_consistent() {
+    for k in crds::kinds() {
+        let r = &k.readiness;
+        for t in r.requires {
+            assert!(
+                r.owns.contains(t),
+                "{}: requires {t} it does not own",
+                k.kind
+            );
+        }
+        if k.class != KindClass::User {
+            assert!(r.controller.is_none(), "{}: not a user kind", k.kind);
+        }
+        if r.controller.is_none() {
+            assert!(r.owns.is_empty() && r.requires.is_empty(), "{}", k.kind);
+        }
+    }
+    assert_eq!(
+        kind("Registry").readiness.controller,
+        Some(controllers::registry::NAME)
+    );
+    assert_eq!(kind("Package").readiness.controller, Some("package"));
 }
 
 // === validity: one write per change, then nothing ===
@@ -619,7 +756,7 @@ async fn validity_follows_other_controllers() -> Result<()> {
         &[
             "Valid=True/Valid",
             "Reconciling=False/UpToDate",
-            "Ready=True/Ready",
+            "Ready=Unknown/NotReconciled",
         ],
     )
     .await?;
@@ -634,7 +771,21 @@ async fn validity_follows_other_controllers() -> Result<()> {
     )
     .await?;
     set_cond(&*store, "p", "Installed", True, "Installed", Some(1)).await?;
-    step(&store, &running, "installed", &["Ready=True/Ready"]).await?;
+    step(
+        &store,
+        &running,
+        "installed, not yet running",
+        &["Ready=Unknown/NotReconciled"],
+    )
+    .await?;
+    set_conds(&*store, "p", WORKING, Some(1)).await?;
+    step(
+        &store,
+        &running,
+        "running and healthy",
+        &["Ready=True/Ready"],
+    )
+    .await?;
 
     store
         .patch(
@@ -653,7 +804,7 @@ async fn validity_follows_other_controllers() -> Result<()> {
     )
     .await?;
     assert_eq!(obj.status.unwrap()["observedGeneration"], json!(2));
-    set_cond(&*store, "p", "Installed", True, "Installed", Some(2)).await?;
+    set_conds(&*store, "p", WORKING, Some(2)).await?;
     step(
         &store,
         &running,
@@ -1013,7 +1164,7 @@ async fn orphaned_status_record_is_deleted_at_start() -> Result<()> {
     }
     let keep = dyn_store.get(kind("Package"), "keep").await?;
     assert!(
-        conditions(&keep).contains(&"Ready=True/Ready".to_owned()),
+        conditions(&keep).contains(&"Ready=Unknown/NotReconciled".to_owned()),
         "{:?}",
         conditions(&keep)
     );
@@ -1051,7 +1202,7 @@ async fn validity_on_a_secret_keeps_its_values_on_disk() -> Result<()> {
 const STORM_OBJECTS: usize = 1000;
 
 /// 1,000 Packages applied through the file store while gc and validity run: every object
-/// ends up with Valid and Ready, validity writes each status exactly once, reconciles per
+/// ends up with Valid and Ready (Unknown: no package controller runs here), validity writes each status exactly once, reconciles per
 /// change stay at most 2 on average, and once the system is quiet nothing reconciles again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_detector_1000_packages() -> Result<()> {
@@ -1132,7 +1283,7 @@ async fn storm_detector_1000_packages() -> Result<()> {
         let got = conditions(obj);
         assert!(
             got.contains(&"Valid=True/Valid".to_owned())
-                && got.contains(&"Ready=True/Ready".to_owned()),
+                && got.contains(&"Ready=Unknown/NotReconciled".to_owned()),
             "{}: {got:?}",
             obj.key()
         );

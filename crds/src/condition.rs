@@ -23,6 +23,16 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
     /// Work a package asks of its user is outstanding.
     pub const TASKS_PENDING: &str = "TasksPending";
+    /// A package's archive is fetched, verified and unpacked where it runs from.
+    pub const INSTALLED: &str = "Installed";
+    /// A package's container and daemons run as `spec.running` asks.
+    pub const RUNNING: &str = "Running";
+    /// A package's health checks pass.
+    pub const HEALTHY: &str = "Healthy";
+    /// The packages a package depends on are installed and in the state it needs.
+    pub const DEPENDENCIES_SATISFIED: &str = "DependenciesSatisfied";
+    /// A registry's source was read and the packages it offers are listed in its status.
+    pub const SCANNED: &str = "Scanned";
 }
 
 /// The reasons written with the conditions in [`types`].
@@ -49,6 +59,55 @@ pub mod reasons {
     pub const NOT_READY: &str = "NotReady";
     /// `Ready=True`.
     pub const READY: &str = "Ready";
+    /// `Ready=Unknown`: no controller acts on the kind yet, or the one that does has not
+    /// reported every condition `Ready` needs.
+    pub const NOT_RECONCILED: &str = "NotReconciled";
+    /// `Scanned=True`: the registry's directory was read.
+    pub const SCANNED: &str = "Scanned";
+    /// `Scanned=False`: the registry's directory does not exist.
+    pub const DIRECTORY_MISSING: &str = "DirectoryMissing";
+    /// `Scanned=False`: the registry's directory is a file, a FIFO, ...
+    pub const NOT_A_DIRECTORY: &str = "NotADirectory";
+    /// `Scanned=False`: the registry's directory could not be opened or listed.
+    pub const DIRECTORY_UNREADABLE: &str = "DirectoryUnreadable";
+    /// `Scanned=False`: the registry names a source this build cannot read (an HTTP URL).
+    pub const UNSUPPORTED_SOURCE: &str = "UnsupportedSource";
+}
+
+/// What `Ready` means for a kind, as data next to the kind (see `Spec::READINESS`): which
+/// controller acts on it, the condition types that controller owns, and those of them that
+/// must be `True` before the object is ready. A kind no controller acts on yet is never
+/// ready: storing and validating an object is not doing what it asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// The controller that acts on objects of the kind; `None` while there is none.
+    pub controller: Option<&'static str>,
+    /// The condition types that controller writes.
+    pub owns: &'static [&'static str],
+    /// The condition types that must be `True` for `Ready=True` (a subset of `owns`).
+    pub requires: &'static [&'static str],
+}
+
+impl Readiness {
+    /// No controller acts on the kind yet.
+    pub const NONE: Self = Self {
+        controller: None,
+        owns: &[],
+        requires: &[],
+    };
+
+    /// `controller` acts on the kind, writes `owns`, and `requires` must be `True`.
+    pub const fn by(
+        controller: &'static str,
+        owns: &'static [&'static str],
+        requires: &'static [&'static str],
+    ) -> Self {
+        Self {
+            controller: Some(controller),
+            owns,
+            requires,
+        }
+    }
 }
 
 /// Condition types whose `True` is the bad state; their `False` is not a failure.

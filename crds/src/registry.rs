@@ -31,6 +31,8 @@ pub struct KindInfo {
     pub short_names: &'static [&'static str],
     pub class: KindClass,
     pub description: &'static str,
+    /// What `Ready` means for objects of this kind (user kinds only).
+    pub readiness: crate::condition::Readiness,
     pub spec_schema: fn() -> schemars::Schema,
     pub status_schema: fn() -> schemars::Schema,
     normalize_spec: fn(&str, &Value) -> Result<Value, ValidationErrors>,
@@ -46,6 +48,7 @@ impl KindInfo {
             short_names: S::SHORT_NAMES,
             class: S::CLASS,
             description: S::DESCRIPTION,
+            readiness: S::READINESS,
             spec_schema: crate::schema::schema_of::<S>,
             status_schema: crate::schema::schema_of::<S::Status>,
             normalize_spec: normalize_spec::<S>,

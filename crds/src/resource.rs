@@ -24,6 +24,10 @@ pub trait Spec:
     /// One sentence for discovery, `start-cli explain` and the CRD.
     const DESCRIPTION: &'static str;
 
+    /// Which controller acts on the kind and which of its conditions make an object
+    /// `Ready`; none by default, so a new kind never claims to work before it does.
+    const READINESS: crate::condition::Readiness = crate::condition::Readiness::NONE;
+
     type Status: Status;
 
     /// Checks beyond what the types express; paths are relative to `spec`.

@@ -1,5 +1,5 @@
 //! `startd`: opens the store and the authentication state under one data directory, runs
-//! the controllers (`gc`, `validity`) on the store, and serves the API on loopback TCP and
+//! the controllers (`gc`, `validity`, `registry`) on the store, and serves the API on loopback TCP and
 //! on the root-only Unix socket `<data>/run/startd.sock`, with the controllers' Prometheus
 //! metrics at `GET /metrics` (authenticated like every route; controllers never serve HTTP
 //! themselves).
@@ -34,6 +34,7 @@ use api_server::auth::{self, Auth, ClientAddr};
 use clap::{Args, Parser, Subcommand};
 use controllers::{
     gc::{self, Gc},
+    registry::{self, RegistryController},
     runtime::{Metrics, Shutdown},
     validity::{self, Validity},
 };
@@ -414,6 +415,16 @@ fn start_controllers(
                     .run(Validity, shutdown.clone()),
             ),
         ),
+        (registry::NAME, {
+            let registries = RegistryController::default();
+            tokio::spawn(
+                registries
+                    .controller(store.clone())
+                    .metrics(metrics.clone())
+                    .clock(clock.clone())
+                    .run(registries, shutdown.clone()),
+            )
+        }),
     ]
 }
 

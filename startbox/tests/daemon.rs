@@ -44,7 +44,8 @@ async fn startd_and_start_cli_end_to_end() {
     assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
     assert!(data.join("desired/packages/hello-world.yaml").is_file());
 
-    // The validity controller runs in startd: once it has seen the package, READY is True.
+    // The validity controller runs in startd: once it has seen the package it is Valid, but
+    // not Ready: nothing runs it yet, and READY says so rather than claiming True.
     assert_eq!(
         ok(&cli(
             &data,
@@ -52,19 +53,60 @@ async fn startd_and_start_cli_end_to_end() {
                 "wait",
                 "package",
                 "hello-world",
-                "--for=condition=Ready",
+                "--for=condition=Valid",
                 "--timeout=60s",
             ],
         )
         .await),
         "package/hello-world condition met\n"
     );
-    let ready = ok(&cli(&data, &["get", "packages"]).await);
+    let pending = ok(&cli(
+        &data,
+        &[
+            "wait",
+            "package",
+            "hello-world",
+            "--for=condition=Ready=Unknown",
+            "--timeout=60s",
+        ],
+    )
+    .await);
+    assert_eq!(pending, "package/hello-world condition met\n");
+    let listed = ok(&cli(&data, &["get", "packages"]).await);
     assert!(
-        ready
-            .lines()
-            .any(|l| l.starts_with("hello-world") && l.split_whitespace().nth(1) == Some("True")),
-        "{ready}"
+        listed.lines().any(
+            |l| l.starts_with("hello-world") && l.split_whitespace().nth(1) == Some("Unknown")
+        ),
+        "{listed}"
+    );
+
+    // A Registry over a real directory is really reconciled by the registry controller in
+    // startd: Ready=True means its directory was scanned.
+    let packages = tmp.path().join("packages");
+    std::fs::create_dir(&packages).unwrap();
+    let registry = tmp.path().join("local.yaml");
+    std::fs::write(
+        &registry,
+        format!(
+            "apiVersion: startos.dev/v1alpha1\nkind: Registry\nmetadata:\n  name: local\nspec:\n  directory: {}\n",
+            packages.display()
+        ),
+    )
+    .unwrap();
+    ok(&cli(&data, &["apply", "-f", registry.to_str().unwrap()]).await);
+    assert_eq!(
+        ok(&cli(
+            &data,
+            &[
+                "wait",
+                "registry",
+                "local",
+                "--for=condition=Ready",
+                "--timeout=60s",
+            ],
+        )
+        .await),
+        "registry/local condition met\n"
     );
 
     // get
@@ -206,7 +248,7 @@ async fn startd_and_start_cli_end_to_end() {
             "wait",
             "package",
             "second",
-            "--for=condition=Ready",
+            "--for=condition=Ready=Unknown",
             "--timeout=60s",
         ],
     )

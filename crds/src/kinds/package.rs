@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::common::{check_ref, default_true, is_true};
 use crate::{
-    Condition, impl_status,
+    Condition,
+    condition::{Readiness, types},
+    impl_status,
     registry::KindClass,
     resource::Spec,
     validation::Validator,
@@ -36,7 +38,8 @@ impl Spec for RegistrySpec {
     const CLASS: KindClass = KindClass::User;
     const DESCRIPTION: &'static str =
         "A package source (a URL or a local directory) and the signer keys it trusts.";
-    type Status = super::BasicStatus;
+    const READINESS: Readiness = Readiness::by("registry", &[types::SCANNED], &[types::SCANNED]);
+    type Status = RegistryStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
         match (&self.url, &self.directory) {
@@ -59,6 +62,88 @@ impl Spec for RegistrySpec {
                 });
         }
     }
+}
+
+/// What a registry offers, as its controller last read it: enough for a UI to show a
+/// marketplace from the resource alone. Bounded (see the `MAX_*` constants): what does not
+/// fit is counted in the `omitted*` fields and named in the `Scanned` message.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Packages offered by a trusted signer, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<OfferedPackage>,
+    /// Archives that were found but are not offered, by file name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedArchive>,
+    /// Packages left out because the list holds at most `MAX_OFFERED_PACKAGES`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_packages: u64,
+    /// Versions left out (the lowest first) because a package lists at most
+    /// `MAX_OFFERED_VERSIONS`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_versions: u64,
+    /// Rejected archives left out because the list holds at most `MAX_REJECTED`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_rejected: u64,
+}
+
+impl_status!(RegistryStatus);
+
+/// The most packages a registry status lists.
+pub const MAX_OFFERED_PACKAGES: usize = 256;
+/// The most versions listed per package (the highest are kept).
+pub const MAX_OFFERED_VERSIONS: usize = 16;
+/// The most rejected archives listed.
+pub const MAX_REJECTED: usize = 100;
+/// The largest icon (in bytes, before base64) shown as a data URL; larger ones are omitted.
+pub const MAX_ICON_BYTES: u64 = 64 * 1024;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One package a registry offers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferedPackage {
+    pub id: String,
+    /// From the highest version's manifest.
+    pub title: String,
+    pub short_description: String,
+    /// The highest version's icon as a `data:` URL, when small enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    /// Highest first.
+    pub versions: Vec<OfferedVersion>,
+}
+
+/// One archive of one version of a package.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferedVersion {
+    /// `upstream:downstream`.
+    pub version: String,
+    /// `sha256:<hex>`: what a `Package` pins in `spec.source.rootHash`.
+    pub root_hash: String,
+    /// The key (`ed25519:<base64>`) that signed the archive.
+    pub signer: String,
+    /// The archive's file name in the directory.
+    pub file: String,
+    /// The archive's size in bytes.
+    pub size: u64,
+}
+
+/// An archive that is not offered, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedArchive {
+    pub file: String,
+    pub reason: String,
 }
 
 // === Package ===
@@ -124,6 +209,17 @@ impl Spec for PackageSpec {
     const CLASS: KindClass = KindClass::User;
     const DESCRIPTION: &'static str =
         "An installed service: where it comes from, whether it runs, and how it is reached.";
+    const READINESS: Readiness = Readiness::by(
+        "package",
+        &[
+            types::INSTALLED,
+            types::RUNNING,
+            types::HEALTHY,
+            types::DEPENDENCIES_SATISFIED,
+            types::TASKS_PENDING,
+        ],
+        &[types::INSTALLED, types::RUNNING, types::HEALTHY],
+    );
     type Status = PackageStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {
