@@ -433,8 +433,9 @@ async fn lists_trusted_archives_rejects_the_rest_and_follows_the_directory() -> 
         ("tampered.s9pk", "payload.bin"),
     ] {
         assert!(reason(file).contains(words), "{file}: {:?}", reason(file));
+        // Reasons name the file as it is listed, not where the directory lives.
         assert!(
-            !reason(file).contains("/proc/self/fd"),
+            !reason(file).contains(&*dir.to_string_lossy()),
             "{file}: {:?}",
             reason(file)
         );

@@ -295,6 +295,11 @@ impl OpenFile {
         &self.meta
     }
 
+    /// The path the file was opened by, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The opened file, for callers that read it their own way.
     pub fn into_file(self) -> File {
         self.file

@@ -72,7 +72,15 @@ impl Archive {
     /// Opens and verifies the header, the signature, and every table (see `load.rs` for the
     /// steps and the limits that keep memory and time proportional to the file).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Archive> {
-        let (file, file_len) = open_regular(path)?;
+        Self::from_opened(fsio::open_regular(path)?, opts)
+    }
+
+    /// [`Archive::open`] for a file the caller opened already (say, relative to a directory
+    /// handle without following links), so the file checked is the file read.
+    pub fn from_opened(opened: fsio::OpenFile, opts: &OpenOptions) -> Result<Archive> {
+        let path = opened.path().to_owned();
+        let file_len = opened.metadata().len();
+        let file = opened.into_file();
         let loaded = crate::load::load(&file, file_len, opts)?;
         // Indices sorted by path rather than a map keyed by a copy of every path: the paths
         // are the bulk of an archive's memory.
@@ -83,7 +91,7 @@ impl Archive {
                 .cmp(&loaded.entries[b as usize].path)
         });
         Ok(Archive {
-            path: path.to_path_buf(),
+            path,
             file: Arc::new(file),
             header: loaded.header,
             signer: loaded.signer,
@@ -307,14 +315,6 @@ impl Archive {
         format::write_archive(root, &self.header, Some(&self.file), out, progress)?;
         Ok(())
     }
-}
-
-/// Opens `path` for reading, refusing anything but a regular file: opening a FIFO would block
-/// until some writer appears, and a device has no meaningful length.
-fn open_regular(path: &Path) -> Result<(File, u64)> {
-    let opened = fsio::open_regular(path)?;
-    let len = opened.metadata().len();
-    Ok((opened.into_file(), len))
 }
 
 /// Turns every file below `node` into a missing marker. Directories stay present (their

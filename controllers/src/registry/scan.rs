@@ -4,7 +4,7 @@
 //!
 //! Nothing in the directory is followed: entries are listed through an `fsio::Dir`, links
 //! and FIFOs are reported rather than opened, and a regular file is opened without following
-//! or blocking, then read through that same descriptor (its `/proc/self/fd` name), so a file
+//! or blocking, then read through that same descriptor (`s9pk::Archive::from_opened`), so a file
 //! swapped for a link between the listing and the open cannot redirect the read.
 //!
 //! Results are kept per file, keyed by the file's identity (size, mtime, inode, device), so
@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     ffi::OsString,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -175,21 +175,19 @@ fn inspect_entry(
         return verdict.clone();
     }
     cache.verified += 1;
-    let file = opened.into_file();
-    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let verdict = Arc::new(match inspect(&fd_path, id.size) {
+    let full = opened.path().to_string_lossy().into_owned();
+    let verdict = Arc::new(match inspect(opened, id.size) {
         Ok(info) => Inspected::Archive(Box::new(info)),
-        Err(reason) => Inspected::Broken(reason.replace(&*fd_path.to_string_lossy(), name)),
+        Err(reason) => Inspected::Broken(reason.replace(&full, name)),
     });
-    drop(file);
     kept.insert(raw.clone(), (id, verdict.clone()));
     verdict
 }
 
-/// Opens, verifies every member of, and reads the manifest and icon of the archive at `path`.
-fn inspect(path: &Path, size: u64) -> Result<ArchiveInfo, String> {
-    let archive =
-        s9pk::Archive::open(path, &s9pk::OpenOptions::default()).map_err(|e| e.to_string())?;
+/// Verifies every member of, and reads the manifest and icon of, the opened archive.
+fn inspect(opened: fsio::OpenFile, size: u64) -> Result<ArchiveInfo, String> {
+    let archive = s9pk::Archive::from_opened(opened, &s9pk::OpenOptions::default())
+        .map_err(|e| e.to_string())?;
     archive.verify_all(1, &|_| {}).map_err(|e| e.to_string())?;
     let bytes = archive
         .read_to_vec("manifest.json", MANIFEST_LIMIT)
