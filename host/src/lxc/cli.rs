@@ -1,0 +1,372 @@
+//! [`Lxc`] over the `lxc-*` tools, confined to one LXC path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::{debug, info};
+
+use super::config::{CgroupLayout, render_config, validate_name};
+use super::{ContainerSpec, ExecOutput, Info, Lxc, LxcError, State, StopMode};
+use crate::cmd::{self, CommandError, CommandLine, Limits};
+
+/// Files a container directory holds; `destroy` removes exactly these, so a directory
+/// that holds anything else (a mount someone left) is reported instead of deleted.
+const CONFIG: &str = "config";
+const LOG: &str = "lxc.log";
+/// Longest LXC log excerpt attached to a start failure.
+const LOG_TAIL: usize = 2048;
+
+/// The real containers: `lxc-* -P <lxcpath>`, names starting with `prefix`.
+#[derive(Debug, Clone)]
+pub struct LxcCli {
+    lxcpath: PathBuf,
+    prefix: String,
+    layout: CgroupLayout,
+    /// How long `start` waits for RUNNING.
+    pub start_timeout: Duration,
+}
+
+impl LxcCli {
+    /// Uses (and creates) `lxcpath`; the cgroup layout is read from this host's mounts.
+    pub fn new(lxcpath: impl Into<PathBuf>, prefix: &str) -> std::io::Result<Self> {
+        let layout = if crate::mount::cgroup_is_unified()? {
+            CgroupLayout::Unified
+        } else {
+            CgroupLayout::Legacy
+        };
+        Self::with_layout(lxcpath, prefix, layout)
+    }
+
+    pub fn with_layout(
+        lxcpath: impl Into<PathBuf>,
+        prefix: &str,
+        layout: CgroupLayout,
+    ) -> std::io::Result<Self> {
+        let lxcpath = lxcpath.into();
+        std::fs::create_dir_all(&lxcpath)?;
+        Ok(Self {
+            lxcpath,
+            prefix: prefix.to_owned(),
+            layout,
+            start_timeout: Duration::from_secs(30),
+        })
+    }
+
+    pub fn lxcpath(&self) -> &Path {
+        &self.lxcpath
+    }
+
+    pub fn layout(&self) -> CgroupLayout {
+        self.layout
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.lxcpath.join(name)
+    }
+
+    fn check(&self, name: &str) -> Result<(), LxcError> {
+        validate_name(name, &self.prefix).map_err(|source| LxcError::Config {
+            container: name.to_owned(),
+            source,
+        })
+    }
+
+    fn tool(&self, program: &str, name: &str) -> CommandLine {
+        CommandLine::new(program)
+            .arg("-P")
+            .arg(&self.lxcpath)
+            .arg("-n")
+            .arg(name)
+    }
+
+    async fn run_ok(
+        &self,
+        name: &str,
+        command: CommandLine,
+        limits: Limits,
+    ) -> Result<cmd::Output, LxcError> {
+        debug!(container = name, command = %command, "lxc");
+        cmd::run_ok(&command, limits)
+            .await
+            .map_err(|source| self.command_error(name, source))
+    }
+
+    fn command_error(&self, name: &str, source: CommandError) -> LxcError {
+        LxcError::Command {
+            container: name.to_owned(),
+            source,
+        }
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dir(name).join(CONFIG).is_file()
+    }
+
+    fn not_found(&self, name: &str) -> LxcError {
+        LxcError::NotFound {
+            container: name.to_owned(),
+            lxcpath: self.lxcpath.clone(),
+        }
+    }
+
+    /// The end of LXC's log for `name`, which says why a start failed when stderr does not.
+    fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read(self.dir(name).join(LOG)).unwrap_or_default();
+        let start = text.len().saturating_sub(LOG_TAIL);
+        String::from_utf8_lossy(&text[start..]).trim().to_owned()
+    }
+
+    fn remove_dir(&self, name: &str) -> Result<(), LxcError> {
+        let dir = self.dir(name);
+        for file in [CONFIG, LOG] {
+            let path = dir.join(file);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io_error(name, "removing", path, source)),
+            }
+        }
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(io_error(name, "removing", dir, source)),
+        }
+    }
+}
+
+fn io_error(name: &str, action: &'static str, path: PathBuf, source: std::io::Error) -> LxcError {
+    LxcError::Io {
+        container: name.to_owned(),
+        action,
+        path,
+        source,
+    }
+}
+
+fn short(timeout: Duration) -> Limits {
+    Limits {
+        timeout,
+        ..Limits::default()
+    }
+}
+
+#[async_trait]
+impl Lxc for LxcCli {
+    async fn create(&self, spec: &ContainerSpec) -> Result<(), LxcError> {
+        let name = &spec.name;
+        self.check(name)?;
+        let dir = self.dir(name);
+        let text = render_config(spec, self.layout, &dir.join(LOG)).map_err(|source| {
+            LxcError::Config {
+                container: name.clone(),
+                source,
+            }
+        })?;
+        // `create_dir` (not `_all`) is the existence check that cannot race another create.
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(LxcError::Exists {
+                    container: name.clone(),
+                    lxcpath: self.lxcpath.clone(),
+                });
+            }
+            Err(source) => return Err(io_error(name, "creating", dir, source)),
+        }
+        // Writing the config ourselves rather than through `lxc-create -t none`, which
+        // would rewrite `lxc.rootfs.path` to a directory of its own choosing.
+        let path = dir.join(CONFIG);
+        fsio::write_atomic(&path, text.as_bytes(), 0o640).map_err(|source| LxcError::Write {
+            container: name.clone(),
+            path,
+            source,
+        })?;
+        info!(container = %name, "container created");
+        Ok(())
+    }
+
+    async fn start(&self, name: &str) -> Result<(), LxcError> {
+        self.check(name)?;
+        if !self.exists(name) {
+            return Err(self.not_found(name));
+        }
+        let start = self.tool("lxc-start", name).arg("-d");
+        if let Err(err) = self.run_ok(name, start, Limits::default()).await {
+            let tail = self.log_tail(name);
+            tracing::warn!(container = name, log = %tail, "container did not start");
+            return Err(err);
+        }
+        let secs = self.start_timeout.as_secs().max(1);
+        let wait = self
+            .tool("lxc-wait", name)
+            .args(["-s", "RUNNING", "-t"])
+            .arg(secs.to_string());
+        self.run_ok(
+            name,
+            wait,
+            short(self.start_timeout + Duration::from_secs(5)),
+        )
+        .await?;
+        info!(container = name, "container running");
+        Ok(())
+    }
+
+    async fn stop(&self, name: &str, mode: StopMode) -> Result<(), LxcError> {
+        self.check(name)?;
+        match self.state(name).await? {
+            None => return Err(self.not_found(name)),
+            Some(State::Stopped) => return Ok(()),
+            Some(_) => {}
+        }
+        if let StopMode::Graceful(timeout) = mode {
+            let secs = timeout.as_secs().max(1);
+            let stop = self.tool("lxc-stop", name).arg("-t").arg(secs.to_string());
+            let limits = short(timeout + Duration::from_secs(10));
+            match self.run_ok(name, stop, limits).await {
+                Ok(_) => return Ok(()),
+                // lxc-stop kills by itself after -t; a failure here leaves a kill to us.
+                Err(err) => info!(container = name, error = %err, "graceful stop failed; killing"),
+            }
+            if self.state(name).await? == Some(State::Stopped) {
+                return Ok(());
+            }
+        }
+        let kill = self.tool("lxc-stop", name).arg("-k");
+        self.run_ok(name, kill, short(Duration::from_secs(30)))
+            .await?;
+        Ok(())
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), LxcError> {
+        self.check(name)?;
+        if !self.exists(name) {
+            return self.remove_dir(name);
+        }
+        // Not `lxc-destroy`: it deletes the rootfs directory's contents, and the rootfs
+        // is the caller's (an overlay over a read-only image, with volumes bound below).
+        self.stop(name, StopMode::Kill).await?;
+        self.remove_dir(name)?;
+        info!(container = name, "container destroyed");
+        Ok(())
+    }
+
+    async fn state(&self, name: &str) -> Result<Option<State>, LxcError> {
+        self.check(name)?;
+        if !self.exists(name) {
+            return Ok(None);
+        }
+        Ok(self.info(name).await?.state)
+    }
+
+    async fn list(&self) -> Result<Vec<String>, LxcError> {
+        let entries = std::fs::read_dir(&self.lxcpath)
+            .map_err(|e| io_error("*", "listing", self.lxcpath.clone(), e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("*", "listing", self.lxcpath.clone(), e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // A directory with a config file is a container to LXC; the file type check
+            // does not follow symlinks, so a link planted here is not listed.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && validate_name(&name, &self.prefix).is_ok() && self.exists(&name) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn info(&self, name: &str) -> Result<Info, LxcError> {
+        self.check(name)?;
+        if !self.exists(name) {
+            return Err(self.not_found(name));
+        }
+        let command = self.tool("lxc-info", name).args(["-s", "-p", "-i"]);
+        let out = self
+            .run_ok(name, command.clone(), short(Duration::from_secs(10)))
+            .await?;
+        parse_info(&out.stdout).ok_or_else(|| LxcError::Parse {
+            container: name.to_owned(),
+            command: command.to_string(),
+            output: cmd::bounded(&out.stdout, 512),
+        })
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, LxcError> {
+        self.check(name)?;
+        if !self.exists(name) {
+            return Err(self.not_found(name));
+        }
+        let command = self
+            .tool("lxc-attach", name)
+            .arg("--clear-env")
+            .arg("--")
+            .args(argv);
+        let out = cmd::run(&command, short(timeout))
+            .await
+            .map_err(|source| self.command_error(name, source))?;
+        Ok(ExecOutput {
+            code: out.code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+/// Parses `lxc-info -s -p -i` (`Key: value` lines; PID and IP only while running).
+fn parse_info(text: &str) -> Option<Info> {
+    let mut info = Info::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "State" => info.state = Some(State::parse(value)?),
+            "PID" => info.pid = Some(value.parse().ok()?),
+            "IP" => info.ips.push(value.parse().ok()?),
+            _ => {}
+        }
+    }
+    info.state.map(|_| info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_output_is_parsed() {
+        let cases: &[(&str, Option<Info>)] = &[
+            (
+                "State:          RUNNING\nPID:            4242\nIP:             10.59.0.7\n",
+                Some(Info {
+                    state: Some(State::Running),
+                    pid: Some(4242),
+                    ips: vec!["10.59.0.7".parse().unwrap()],
+                }),
+            ),
+            (
+                "State:          STOPPED\n",
+                Some(Info {
+                    state: Some(State::Stopped),
+                    ..Info::default()
+                }),
+            ),
+            ("State: WEIRD\n", None),
+            ("PID: 12\n", None),
+            ("State: RUNNING\nPID: x\n", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&parse_info(text), want, "{text:?}");
+        }
+    }
+}
