@@ -1,13 +1,14 @@
 //! Host uid/gid ranges for id-mapped containers, and recording them in `/etc/subuid` and
 //! `/etc/subgid`.
 //!
-//! Root does not need these files for LXC: a root `lxc-start` writes the container's
-//! `uid_map`/`gid_map` itself (it holds CAP_SETUID/CAP_SETGID in the initial user
-//! namespace); the files are read only by `newuidmap`/`newgidmap`, for callers without
-//! those capabilities. We still record our ranges there because they are the host's
-//! ledger of delegated ids: `useradd` and rootless container tools pick new ranges that
-//! do not overlap the ones listed, so an entry keeps them from handing our containers'
-//! ids to someone else.
+//! Root needs these files too, as soon as `newuidmap`/`newgidmap` (Debian's `uidmap`,
+//! which `lxc` recommends) are installed: LXC then writes every container's id map through
+//! them even when it runs as root, and they refuse any range the files do not delegate to
+//! the caller (`newuidmap: uid range [0-65536) -> [100000-165536) not allowed`). Without
+//! those tools a root `lxc-start` writes `uid_map` itself and the files are not read.
+//! Either way they are the host's ledger of delegated ids: `useradd` and rootless
+//! container tools pick ranges that do not overlap the ones listed, so our entry also
+//! keeps our containers' ids from being handed to someone else.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{debug, info};
 
+use super::cgroups;
 use super::config::{CgroupLayout, render_config, validate_name};
 use super::{ContainerSpec, ExecOutput, Info, Lxc, LxcError, State, StopMode};
 use crate::cmd::{self, CommandError, CommandLine, Limits};
@@ -14,8 +15,10 @@ use crate::cmd::{self, CommandError, CommandLine, Limits};
 /// that holds anything else (a mount someone left) is reported instead of deleted.
 const CONFIG: &str = "config";
 const LOG: &str = "lxc.log";
-/// Longest LXC log excerpt attached to a start failure.
+/// Longest LXC log excerpt attached to a start failure, and how much of the log's end
+/// is searched for it.
 const LOG_TAIL: usize = 2048;
+const LOG_READ: usize = 64 << 10;
 
 /// The real containers: `lxc-* -P <lxcpath>`, names starting with `prefix`.
 #[derive(Debug, Clone)]
@@ -110,11 +113,33 @@ impl LxcCli {
         }
     }
 
-    /// The end of LXC's log for `name`, which says why a start failed when stderr does not.
-    fn log_tail(&self, name: &str) -> String {
+    /// The last errors in LXC's log for `name`, which say why a start failed where
+    /// stderr does not. Warnings are left out: LXC logs many harmless ones per start.
+    fn log_errors(&self, name: &str) -> String {
         let text = std::fs::read(self.dir(name).join(LOG)).unwrap_or_default();
-        let start = text.len().saturating_sub(LOG_TAIL);
-        String::from_utf8_lossy(&text[start..]).trim().to_owned()
+        let start = text.len().saturating_sub(LOG_READ);
+        let text = String::from_utf8_lossy(&text[start..]);
+        let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
+        let joined = errors.join("\n");
+        let cut = joined.len().saturating_sub(LOG_TAIL);
+        let cut = (cut..=joined.len())
+            .find(|i| joined.is_char_boundary(*i))
+            .unwrap_or(joined.len());
+        joined[cut..].to_owned()
+    }
+
+    /// Removes the empty cgroups LXC left for the stopped container `name`.
+    async fn remove_cgroups(&self, name: &str) -> Result<(), LxcError> {
+        let others = |other: &str| self.exists(other);
+        let dirs = cgroups::leftover_cgroups(name, others)
+            .map_err(|e| io_error(name, "reading", "/proc/self/mountinfo".into(), e))?;
+        for dir in dirs {
+            cgroups::remove_cgroup(&dir)
+                .await
+                .map_err(|e| io_error(name, "removing cgroup", dir.clone(), e))?;
+            debug!(container = name, cgroup = %dir.display(), "left-over cgroup removed");
+        }
+        Ok(())
     }
 
     fn remove_dir(&self, name: &str) -> Result<(), LxcError> {
@@ -191,11 +216,22 @@ impl Lxc for LxcCli {
         if !self.exists(name) {
             return Err(self.not_found(name));
         }
+        if self.state(name).await? == Some(State::Stopped) {
+            self.remove_cgroups(name).await?;
+        }
         let start = self.tool("lxc-start", name).arg("-d");
-        if let Err(err) = self.run_ok(name, start, Limits::default()).await {
-            let tail = self.log_tail(name);
-            tracing::warn!(container = name, log = %tail, "container did not start");
-            return Err(err);
+        if let Err(LxcError::Command { source, .. }) =
+            self.run_ok(name, start, Limits::default()).await
+        {
+            // Best effort: `destroy` (or the next start) retries what is still busy.
+            if let Err(err) = self.remove_cgroups(name).await {
+                debug!(container = name, error = %err, "cgroups of a failed start remain");
+            }
+            return Err(LxcError::Start {
+                container: name.to_owned(),
+                source,
+                log: self.log_errors(name),
+            });
         }
         let secs = self.start_timeout.as_secs().max(1);
         let wait = self
@@ -241,11 +277,13 @@ impl Lxc for LxcCli {
     async fn destroy(&self, name: &str) -> Result<(), LxcError> {
         self.check(name)?;
         if !self.exists(name) {
+            self.remove_cgroups(name).await?;
             return self.remove_dir(name);
         }
         // Not `lxc-destroy`: it deletes the rootfs directory's contents, and the rootfs
         // is the caller's (an overlay over a read-only image, with volumes bound below).
         self.stop(name, StopMode::Kill).await?;
+        self.remove_cgroups(name).await?;
         self.remove_dir(name)?;
         info!(container = name, "container destroyed");
         Ok(())

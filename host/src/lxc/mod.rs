@@ -5,6 +5,7 @@
 //! Every container lives under our own LXC path (`-P`) and carries our name prefix, so
 //! nothing here can see or touch other containers on the machine.
 
+mod cgroups;
 mod cli;
 mod config;
 mod fake;
@@ -135,6 +136,14 @@ pub enum LxcError {
         container: String,
         #[source]
         source: CommandError,
+    },
+    /// `lxc-start` failed; LXC's own log usually says why where its stderr does not.
+    #[error("container {container}: {source}; lxc log errors: {log}")]
+    Start {
+        container: String,
+        #[source]
+        source: CommandError,
+        log: String,
     },
     #[error("container {container}: {source}")]
     Config {

@@ -50,15 +50,33 @@ fn option_path<'a>(
     }
 }
 
-fn is_mount_point(target: &Path) -> Result<bool, MountError> {
+/// The topmost mount at `target`, if any.
+fn mount_at(target: &Path) -> Result<Option<MountEntry>, MountError> {
     let text = mountinfo::read_mountinfo().map_err(|source| MountError::Io {
         action: "reading",
         path: "/proc/self/mountinfo".into(),
         source,
     })?;
     Ok(parse_mountinfo(&text)
-        .iter()
-        .any(|e| e.mount_point == target))
+        .into_iter()
+        .rev()
+        .find(|e| e.mount_point == target))
+}
+
+/// The loop device a mount sits on, unless another mount of the same device remains.
+fn loop_device_of(entry: &MountEntry) -> Option<PathBuf> {
+    let device = entry.source.strip_prefix("/dev/loop")?;
+    if device.is_empty() || !device.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let still_mounted = mountinfo::read_mountinfo()
+        .map(|text| {
+            parse_mountinfo(&text)
+                .iter()
+                .any(|e| e.source == entry.source)
+        })
+        .unwrap_or(true);
+    (!still_mounted).then(|| PathBuf::from(&entry.source))
 }
 
 #[async_trait]
@@ -70,14 +88,27 @@ impl Mounter for MountCli {
         size: u64,
         target: &Path,
     ) -> Result<(), MountError> {
-        // `-o loop` sets autoclear, so the loop device goes with the unmount.
-        let opts = format!("loop,ro,nodev,nosuid,offset={offset},sizelimit={size}");
+        // Our own loop device rather than `mount -o loop`: `-o loop` relies on
+        // autoclear, which recent kernels run asynchronously after the unmount, so the
+        // device would linger for a moment and a listing right after could not tell a
+        // leak from a device about to go. `unmount` detaches it synchronously instead.
+        let setup = CommandLine::new("losetup")
+            .args(["--find", "--show", "--read-only", "--offset"])
+            .arg(offset.to_string())
+            .arg("--sizelimit")
+            .arg(size.to_string())
+            .arg(file);
+        let device = PathBuf::from(run(target, setup).await?.stdout.trim());
         let command = CommandLine::new("mount")
-            .args(["-t", "squashfs", "-o", &opts])
-            .arg(file)
+            .args(["-t", "squashfs", "-o", "ro,nodev,nosuid"])
+            .arg(&device)
             .arg(target);
-        run(target, command).await?;
-        info!(image = %file.display(), offset, size, target = %target.display(), "squashfs mounted");
+        if let Err(err) = run(target, command).await {
+            let _ = self.detach_loop(&device).await;
+            return Err(err);
+        }
+        info!(image = %file.display(), offset, size, device = %device.display(),
+            target = %target.display(), "squashfs mounted");
         Ok(())
     }
 
@@ -135,18 +166,24 @@ impl Mounter for MountCli {
     }
 
     async fn unmount(&self, target: &Path) -> Result<Unmounted, MountError> {
-        if !is_mount_point(target)? {
+        let Some(entry) = mount_at(target)? else {
             return Ok(Unmounted::NotMounted);
-        }
+        };
         let command = CommandLine::new("umount").arg(target);
-        match run(target, command).await {
-            Ok(_) => Ok(Unmounted::Now),
+        let how = match run(target, command).await {
+            Ok(_) => Unmounted::Now,
             Err(err) => {
                 warn!(target = %target.display(), error = %err, "unmount failed; detaching lazily");
                 run(target, CommandLine::new("umount").arg("-l").arg(target)).await?;
-                Ok(Unmounted::Lazily)
+                Unmounted::Lazily
             }
+        };
+        // A loop device we set up goes with its mount; when the mount was lazily detached
+        // and is still in use this only marks it for autoclear.
+        if let Some(device) = loop_device_of(&entry) {
+            self.detach_loop(&device).await?;
         }
+        Ok(how)
     }
 
     async fn list_mounts(&self, prefix: &Path) -> Result<Vec<MountEntry>, MountError> {
@@ -163,8 +200,22 @@ impl Mounter for MountCli {
     }
 
     async fn detach_loop(&self, device: &Path) -> Result<(), MountError> {
-        run(device, CommandLine::new("losetup").arg("-d").arg(device)).await?;
-        Ok(())
+        let command = CommandLine::new("losetup").arg("-d").arg(device);
+        match cmd::run_ok(&command, Limits::default()).await {
+            Ok(_) => Ok(()),
+            // Already gone (ENXIO): what we wanted.
+            Err(err)
+                if err
+                    .stderr()
+                    .is_some_and(|e| e.contains("No such device or address")) =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(MountError::Command {
+                target: device.to_owned(),
+                source,
+            }),
+        }
     }
 }
 

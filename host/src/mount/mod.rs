@@ -14,7 +14,10 @@ use crate::cmd::CommandError;
 
 pub use cli::MountCli;
 pub use fake::{FakeMounter, MountCall, MountOp};
-pub use mountinfo::{MountEntry, cgroup_is_unified, mounts_under, parse_mountinfo};
+pub use mountinfo::{
+    MountEntry, cgroup_is_unified, mounts_under, parse_mountinfo,
+    read_mountinfo as read_mountinfo_text,
+};
 
 /// A loop device and the file behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
