@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use host::idmap::{IdRanges, ensure_subid};
-use host::lxc::{BindMount, ContainerSpec, Limits, Lxc, LxcCli, NetworkSpec, State, StopMode};
+use host::lxc::{
+    BindMount, ContainerSpec, IdMap, Limits, Lxc, LxcCli, NetworkSpec, State, StopMode,
+};
 use host::mount::{MountCli, Mounter};
 use host::net::{AddressPlan, IpCli, Ipv4Cidr, Network};
 use support::{Teardown, busybox_rootfs, chmod, require, run};
@@ -147,30 +149,11 @@ fn layout(root: &Path) -> Paths {
     paths
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothing() {
-    if !require(&[
-        "lxc-start",
-        "mksquashfs",
-        "busybox",
-        "ip",
-        "mount",
-        "losetup",
-    ]) {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let paths = layout(tmp.path());
-    let mut teardown = Teardown::default();
-    let id = std::process::id();
-    let name = format!("startos-e2e{id}");
-    let bridge = format!("sth{}", id % 1_000_000);
-
-    // Image: squashfs inside a larger file, mounted by offset and size.
+/// Packs a busybox image and mounts it by offset out of the padded archive, read-only.
+async fn mount_image(paths: &Paths, mounter: &MountCli, teardown: &mut Teardown) {
     let build = paths.root.join("build");
     busybox_rootfs(&build, PAGE);
     let size = pack_padded(&build, &paths.root.join("image.sqfs"), &paths.archive);
-    let mounter = MountCli::new();
     teardown.loop_devices(&paths.archive);
     teardown.mount(&paths.image);
     let t = Instant::now();
@@ -178,11 +161,9 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
         .mount_squashfs(&paths.archive, PADDING as u64, size, &paths.image)
         .await
         .unwrap();
-    eprintln!("timing: squashfs mount {:?}", t.elapsed());
-    assert_eq!(
-        std::fs::read_to_string(paths.image.join("www/index.html")).unwrap(),
-        PAGE
-    );
+    eprintln!("timing: squashfs loop mount {:?}", t.elapsed());
+    let page = std::fs::read_to_string(paths.image.join("www/index.html")).unwrap();
+    assert_eq!(page, PAGE);
     let loops = mounter.list_loop_devices(&paths.root).await.unwrap();
     assert_eq!(loops.len(), 1, "{loops:?}");
     assert_eq!(
@@ -195,22 +176,16 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
         Some(30),
         "image must be read-only: {write}"
     );
+}
 
-    // Rootfs: a writable overlay on the image.
+/// The overlay rootfs, and a volume owned by the container's root; checks that a
+/// read-only bind refuses writes on the way.
+async fn prepare_rootfs(paths: &Paths, mounter: &MountCli, teardown: &mut Teardown, ids: IdMap) {
     teardown.mount(&paths.rootfs);
+    let lower = std::slice::from_ref(&paths.image);
     mounter
-        .mount_overlay(
-            std::slice::from_ref(&paths.image),
-            &paths.upper,
-            &paths.work,
-            &paths.rootfs,
-        )
+        .mount_overlay(lower, &paths.upper, &paths.work, &paths.rootfs)
         .await
-        .unwrap();
-
-    // A volume the container's root owns, seen from the host as the mapped uid.
-    let ids = IdRanges::default()
-        .allocate(&name, &BTreeMap::new())
         .unwrap();
     // LXC maps ids through newuidmap when it is installed, also for root.
     for file in ["/etc/subuid", "/etc/subgid"] {
@@ -218,13 +193,9 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
     }
     std::fs::write(paths.volume.join("hello"), "hello-volume\n").unwrap();
     chmod(&paths.volume.join("hello"), 0o644);
-    run(&[
-        "chown",
-        &format!("{0}:{0}", ids.host_base),
-        paths.volume.to_str().unwrap(),
-    ]);
+    let owner = format!("{0}:{0}", ids.host_base);
+    run(&["chown", &owner, paths.volume.to_str().unwrap()]);
 
-    // A read-only bind refuses writes.
     let ro = paths.root.join("volume-ro");
     std::fs::create_dir(&ro).unwrap();
     teardown.mount(&ro);
@@ -232,30 +203,36 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
     let write = std::fs::write(ro.join("y"), "y").unwrap_err();
     assert_eq!(write.raw_os_error(), Some(30), "read-only bind: {write}");
     mounter.unmount(&ro).await.unwrap();
+}
 
-    // Bridge.
-    let net = IpCli::new();
-    let cidr: Ipv4Cidr = support::free_subnet(id).parse().unwrap();
-    teardown.bridge(&bridge);
-    net.ensure_bridge(&bridge, cidr).await.unwrap();
-    net.ensure_bridge(&bridge, cidr).await.unwrap();
-    let info = net.bridge(&bridge).await.unwrap().unwrap();
+async fn bridge_up(net: &IpCli, bridge: &str, teardown: &mut Teardown) -> Ipv4Cidr {
+    let cidr: Ipv4Cidr = support::free_subnet(std::process::id()).parse().unwrap();
+    teardown.bridge(bridge);
+    net.ensure_bridge(bridge, cidr).await.unwrap();
+    net.ensure_bridge(bridge, cidr).await.unwrap();
+    let info = net.bridge(bridge).await.unwrap().unwrap();
     assert!(info.up && info.addresses == vec![cidr], "{info:?}");
-    let plan = AddressPlan::new(cidr);
-    let address = plan.allocate(&name, &BTreeMap::new()).unwrap();
+    cidr
+}
 
-    // Container.
-    let lxc = LxcCli::new(&paths.lxc, "startos-").unwrap();
-    let spec = ContainerSpec {
-        name: name.clone(),
+fn httpd_spec(
+    name: &str,
+    paths: &Paths,
+    ids: IdMap,
+    bridge: &str,
+    cidr: Ipv4Cidr,
+) -> ContainerSpec {
+    let plan = AddressPlan::new(cidr);
+    ContainerSpec {
+        name: name.to_owned(),
         rootfs: paths.rootfs.clone(),
         init: ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
             .map(String::from)
             .to_vec(),
         idmap: Some(ids),
         network: Some(NetworkSpec {
-            bridge: bridge.clone(),
-            address,
+            bridge: bridge.to_owned(),
+            address: plan.allocate(name, &BTreeMap::new()).unwrap(),
             prefix_len: cidr.prefix_len,
             gateway: plan.gateway(),
         }),
@@ -270,19 +247,17 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
             read_only: false,
         }],
         security: Default::default(),
-    };
-    teardown.container(&paths.lxc, &name);
-    let t = Instant::now();
-    lxc.create(&spec).await.unwrap();
-    let created = t.elapsed();
-    assert_eq!(lxc.state(&name).await.unwrap(), Some(State::Stopped));
-    let t = Instant::now();
-    lxc.start(&name).await.unwrap();
-    let started = t.elapsed();
-    assert_eq!(lxc.state(&name).await.unwrap(), Some(State::Running));
-    assert_eq!(lxc.list().await.unwrap(), vec![name.clone()]);
+    }
+}
 
-    let info = lxc.info(&name).await.unwrap();
+/// The running container: mapped uids, its limit, HTTP from the host, a one-off command
+/// writing to the volume as the mapped root, one port on the bridge.
+async fn check_running(lxc: &LxcCli, spec: &ContainerSpec, paths: &Paths, net: &IpCli) {
+    let (name, ids) = (&spec.name, spec.idmap.unwrap());
+    let address = spec.network.as_ref().unwrap().address;
+    assert_eq!(lxc.state(name).await.unwrap(), Some(State::Running));
+    assert_eq!(lxc.list().await.unwrap(), vec![name.clone()]);
+    let info = lxc.info(name).await.unwrap();
     let pid = info.pid.expect("init pid");
     assert!(info.ips.contains(&IpAddr::V4(address)), "{info:?}");
     assert_eq!(
@@ -299,59 +274,46 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
     );
 
     let t = Instant::now();
-    let argv = [
-        "/bin/busybox",
-        "sh",
-        "-c",
-        "id -u; cat /data/hello; echo w > /data/out; exit 7",
-    ]
-    .map(String::from);
+    let script = "id -u; cat /data/hello; echo w > /data/out; exit 7";
+    let argv = ["/bin/busybox", "sh", "-c", script].map(String::from);
     let out = lxc
-        .exec(&name, &argv, Duration::from_secs(10))
+        .exec(name, &argv, Duration::from_secs(10))
         .await
         .unwrap();
-    let exec_time = t.elapsed();
-    assert_eq!(
-        (out.code, out.stdout.as_str()),
-        (Some(7), "0\nhello-volume\n"),
-        "{out:?}"
-    );
-    assert_eq!(
-        std::fs::metadata(paths.volume.join("out")).unwrap().uid(),
-        ids.host_base
-    );
-
-    let ports = net.list_ports(&bridge).await.unwrap();
+    eprintln!("timing: exec {:?}", t.elapsed());
+    let got = (out.code, out.stdout.as_str());
+    assert_eq!(got, (Some(7), "0\nhello-volume\n"), "{out:?}");
+    let written = std::fs::metadata(paths.volume.join("out")).unwrap();
+    assert_eq!(written.uid(), ids.host_base);
+    let bridge = &spec.network.as_ref().unwrap().bridge;
+    let ports = net.list_ports(bridge).await.unwrap();
     assert_eq!(ports.len(), 1, "{ports:?}");
+}
 
+/// Stops and destroys the container, unmounts everything found under the test's
+/// directory and removes the bridge, asserting each is really gone.
+async fn tear_down(lxc: &LxcCli, name: &str, paths: &Paths, bridge: &str) {
+    let (mounter, net) = (MountCli::new(), IpCli::new());
     let t = Instant::now();
-    lxc.stop(&name, StopMode::Graceful(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    let stopped = t.elapsed();
-    assert_eq!(lxc.state(&name).await.unwrap(), Some(State::Stopped));
+    let graceful = StopMode::Graceful(Duration::from_secs(1));
+    lxc.stop(name, graceful).await.unwrap();
+    eprintln!("timing: stop (graceful 1 s, then kill) {:?}", t.elapsed());
+    assert_eq!(lxc.state(name).await.unwrap(), Some(State::Stopped));
     let t = Instant::now();
-    lxc.destroy(&name).await.unwrap();
-    let destroyed = t.elapsed();
-    eprintln!(
-        "timing: create {created:?}, start {started:?}, exec {exec_time:?}, \
-         stop (graceful 1 s, then kill) {stopped:?}, destroy {destroyed:?}"
-    );
+    lxc.destroy(name).await.unwrap();
+    eprintln!("timing: destroy {:?}", t.elapsed());
 
-    // Nothing left: container, veth, mounts, loop device, bridge.
-    assert_eq!(lxc.state(&name).await.unwrap(), None);
+    assert_eq!(lxc.state(name).await.unwrap(), None);
     assert!(lxc.list().await.unwrap().is_empty());
-    assert!(!paths.lxc.join(&name).exists());
-    let left = support::lxc_cgroups(&name);
+    assert!(!paths.lxc.join(name).exists());
+    let left = support::lxc_cgroups(name);
     assert!(left.is_empty(), "cgroups left: {left:?}");
     let sys_ports = PathBuf::from(format!("/sys/class/net/{bridge}/brif"));
     eventually("the veth is gone", || {
-        std::fs::read_dir(&sys_ports)
-            .map(|d| d.count() == 0)
-            .unwrap_or(false)
+        std::fs::read_dir(&sys_ports).is_ok_and(|d| d.count() == 0)
     })
     .await;
-    assert!(net.list_ports(&bridge).await.unwrap().is_empty());
+    assert!(net.list_ports(bridge).await.unwrap().is_empty());
     for mount in mounter.list_mounts(&paths.root).await.unwrap() {
         mounter.unmount(&mount.mount_point).await.unwrap();
     }
@@ -363,7 +325,50 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
             .unwrap()
             .is_empty()
     );
-    assert!(net.remove_bridge(&bridge).await.unwrap());
-    assert!(net.bridge(&bridge).await.unwrap().is_none());
+    assert!(net.remove_bridge(bridge).await.unwrap());
+    assert!(net.bridge(bridge).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothing() {
+    let tools = [
+        "lxc-start",
+        "mksquashfs",
+        "busybox",
+        "ip",
+        "mount",
+        "losetup",
+    ];
+    if !require(&tools) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = layout(tmp.path());
+    let mut teardown = Teardown::default();
+    let id = std::process::id();
+    let name = format!("startos-e2e{id}");
+    let bridge = format!("sth{}", id % 1_000_000);
+    let (mounter, net) = (MountCli::new(), IpCli::new());
+
+    mount_image(&paths, &mounter, &mut teardown).await;
+    let ids = IdRanges::default()
+        .allocate(&name, &BTreeMap::new())
+        .unwrap();
+    prepare_rootfs(&paths, &mounter, &mut teardown, ids).await;
+    let cidr = bridge_up(&net, &bridge, &mut teardown).await;
+
+    let lxc = LxcCli::new(&paths.lxc, "startos-").unwrap();
+    let spec = httpd_spec(&name, &paths, ids, &bridge, cidr);
+    teardown.container(&paths.lxc, &name);
+    let t = Instant::now();
+    lxc.create(&spec).await.unwrap();
+    eprintln!("timing: create {:?}", t.elapsed());
+    assert_eq!(lxc.state(&name).await.unwrap(), Some(State::Stopped));
+    let t = Instant::now();
+    lxc.start(&name).await.unwrap();
+    eprintln!("timing: start {:?}", t.elapsed());
+
+    check_running(&lxc, &spec, &paths, &net).await;
+    tear_down(&lxc, &name, &paths, &bridge).await;
     teardown.disarm();
 }
