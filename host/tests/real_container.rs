@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use host::idmap::{IdRanges, ensure_subid};
 use host::lxc::{
-    BindMount, ContainerSpec, IdMap, Limits, Lxc, LxcCli, NetworkSpec, State, StopMode,
+    BindMount, ContainerSpec, IdMap, Limits, Lxc, LxcCli, NetworkSpec, Security, State, StopMode,
 };
 use host::mount::{MountCli, Mounter};
 use host::net::{AddressPlan, IpCli, Ipv4Cidr, Network};
@@ -24,6 +24,8 @@ use tokio::time::Instant;
 const PAGE: &str = "hello from the container\n";
 const PADDING: usize = 4096;
 const MEMORY: u64 = 64 << 20;
+/// LXC's stock seccomp policy, shipped with the `lxc` package.
+const SECCOMP: &str = "/usr/share/lxc/config/common.seccomp";
 
 /// Packs `rootfs` and writes it into `archive` between 4096 bytes of padding and 4096 bytes
 /// of garbage, as an image member sits inside a package archive. Returns its size.
@@ -102,12 +104,13 @@ fn memory_limit(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Waits until `check` holds, polling: the kernel frees a stopped container's veth in the
-/// background and offers nothing to wait on.
+/// Waits until `check` holds, polling: the kernel frees a stopped container's veth, and
+/// the file system its mount namespace held, in the background and offers nothing to wait
+/// on.
 async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_secs(10);
     while !check() {
-        assert!(Instant::now() < until, "{what} within 5 s");
+        assert!(Instant::now() < until, "{what} within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -246,7 +249,10 @@ fn httpd_spec(
             target: "/data".into(),
             read_only: false,
         }],
-        security: Default::default(),
+        security: Security {
+            apparmor_profile: std::env::var("HOST_TEST_APPARMOR").ok(),
+            seccomp_profile: Some(SECCOMP.into()).filter(|p: &PathBuf| p.is_file()),
+        },
     }
 }
 
@@ -318,6 +324,14 @@ async fn tear_down(lxc: &LxcCli, name: &str, paths: &Paths, bridge: &str) {
         mounter.unmount(&mount.mount_point).await.unwrap();
     }
     assert!(mounter.list_mounts(&paths.root).await.unwrap().is_empty());
+    // `unmount` waits a few seconds for the loop device; on a loaded machine the dying
+    // container's mount namespace can hold the image longer, and the device must still go.
+    eventually("the loop device is released", || {
+        support::loop_backing_files()
+            .iter()
+            .all(|f| !f.starts_with(&paths.root))
+    })
+    .await;
     assert!(
         mounter
             .list_loop_devices(&paths.root)
@@ -367,6 +381,9 @@ async fn unprivileged_container_runs_from_a_loop_mounted_image_and_leaves_nothin
     let t = Instant::now();
     lxc.start(&name).await.unwrap();
     eprintln!("timing: start {:?}", t.elapsed());
+    lxc.start(&name)
+        .await
+        .expect("starting a running container is no error");
 
     check_running(&lxc, &spec, &paths, &net).await;
     tear_down(&lxc, &name, &paths, &bridge).await;

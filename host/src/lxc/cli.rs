@@ -216,8 +216,10 @@ impl Lxc for LxcCli {
         if !self.exists(name) {
             return Err(self.not_found(name));
         }
-        if self.state(name).await? == Some(State::Stopped) {
-            self.remove_cgroups(name).await?;
+        match self.state(name).await? {
+            Some(State::Running) => return Ok(()),
+            Some(State::Stopped) => self.remove_cgroups(name).await?,
+            _ => {}
         }
         let start = self.tool("lxc-start", name).arg("-d");
         if let Err(LxcError::Command { source, .. }) =

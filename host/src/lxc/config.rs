@@ -13,6 +13,23 @@ use super::{ContainerSpec, Limits};
 /// Longest container name: LXC puts it in socket and cgroup names.
 pub const MAX_NAME: usize = 64;
 
+/// Device nodes a container may use: mknod of anything, then null, zero, full, random,
+/// urandom, tty, console, ptmx, the ptys and fuse.
+const DEVICE_ALLOW: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:229 rwm",
+];
+
 /// The CPU quota period written to the cgroup, in microseconds.
 const CPU_PERIOD_MICROS: u64 = 100_000;
 
@@ -112,6 +129,19 @@ pub fn render_config(
     // container's processes are supervised by its init, not logged in to.
     w.push_str("lxc.autodev = 1\nlxc.mount.auto = proc:mixed sys:mixed cgroup:mixed\n");
     w.push_str("lxc.tty.max = 0\nlxc.pty.max = 16\nlxc.console.path = none\n");
+    // LXC's usual hardening, written out because we do not include its common config:
+    // capabilities a container never needs even inside its own user namespace, and a
+    // device allow-list (null, zero, full, random, urandom, tty, console, ptmx, ptys,
+    // fuse) instead of every device node.
+    w.push_str("lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio\n");
+    let devices = match layout {
+        CgroupLayout::Unified => "lxc.cgroup2.devices",
+        CgroupLayout::Legacy => "lxc.cgroup.devices",
+    };
+    let _ = writeln!(w, "{devices}.deny = a");
+    for rule in DEVICE_ALLOW {
+        let _ = writeln!(w, "{devices}.allow = {rule}");
+    }
     // Halt our init with SIGTERM (LXC's default is SIGPWR, which most programs ignore).
     w.push_str("lxc.signal.halt = SIGTERM\n");
     if let Some(map) = spec.idmap {
@@ -247,6 +277,8 @@ mod tests {
             "lxc.cgroup2.memory.max = 268435456",
             "lxc.cgroup2.cpu.max = 150000 100000",
             "lxc.cgroup2.pids.max = 512",
+            "lxc.cgroup2.devices.deny = a",
+            "lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio",
             "lxc.mount.entry = /nonexistent/volume data none bind,create=file,ro 0 0",
         ] {
             assert!(
@@ -263,6 +295,7 @@ mod tests {
         assert!(text.contains("lxc.cgroup.cpu.cfs_quota_us = 150000\n"));
         assert!(text.contains("lxc.cgroup.pids.max = 512\n"));
         assert!(!text.contains("cgroup2"));
+        assert!(text.contains("lxc.cgroup.devices.deny = a\n"));
     }
 
     #[test]

@@ -183,7 +183,8 @@ pub enum LxcError {
 pub trait Lxc: Send + Sync + std::fmt::Debug {
     /// Writes the container's configuration. Fails if the container exists.
     async fn create(&self, spec: &ContainerSpec) -> Result<(), LxcError>;
-    /// Starts the container and waits until it runs.
+    /// Starts the container and waits until it runs; starting a running container is no
+    /// error.
     async fn start(&self, name: &str) -> Result<(), LxcError>;
     /// Stops the container; stopping a stopped container is no error.
     async fn stop(&self, name: &str, mode: StopMode) -> Result<(), LxcError>;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::mountinfo::{self, MountEntry, mounts_under, parse_mountinfo};
 use super::{LoopDevice, MountError, Mounter, Unmounted};
@@ -61,6 +61,29 @@ fn mount_at(target: &Path) -> Result<Option<MountEntry>, MountError> {
         .into_iter()
         .rev()
         .find(|e| e.mount_point == target))
+}
+
+/// How long `unmount` waits for a loop device that is still held to be released.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const RELEASE_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Waits until `device` has no backing file any more; false if it still has one after
+/// [`RELEASE_WAIT`]. The kernel offers no event for this short of udev, so it polls.
+async fn wait_released(device: &Path) -> bool {
+    let Some(name) = device.file_name() else {
+        return true;
+    };
+    let attr = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let until = tokio::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        if read_attr(&attr).is_none() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(RELEASE_STEP).await;
+    }
 }
 
 /// The loop device a mount sits on, unless another mount of the same device remains.
@@ -178,10 +201,18 @@ impl Mounter for MountCli {
                 Unmounted::Lazily
             }
         };
-        // A loop device we set up goes with its mount; when the mount was lazily detached
-        // and is still in use this only marks it for autoclear.
+        // A loop device we set up goes with its mount. While someone else still holds
+        // the file system (a stopped container's mount namespace is torn down after its
+        // init is reaped, a lazily detached mount is still in use) the kernel only marks
+        // the device for autoclear, so wait a little for it to go.
         if let Some(device) = loop_device_of(&entry) {
             self.detach_loop(&device).await?;
+            let started = tokio::time::Instant::now();
+            if wait_released(&device).await {
+                debug!(device = %device.display(), waited = ?started.elapsed(), "loop device released");
+            } else {
+                warn!(device = %device.display(), "loop device still in use; it goes when its last user does");
+            }
         }
         Ok(how)
     }

@@ -162,3 +162,15 @@ pub fn lxc_cgroups(name: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The backing files of all attached loop devices, from sysfs.
+pub fn loop_backing_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let attr = entry.path().join("loop/backing_file");
+        if let Ok(text) = std::fs::read_to_string(attr) {
+            files.push(PathBuf::from(text.trim_end()));
+        }
+    }
+    files
+}
