@@ -125,6 +125,10 @@ async fn a_failed_start_names_the_container_the_command_and_lxc_s_reason() {
     }
     let err = lxc.start(&name).await.unwrap_err();
     assert!(matches!(err, LxcError::Start { .. }), "{err:?}");
+    // The log holds the latest start only, however often it is retried.
+    let log = std::fs::read_to_string(lxcpath.join(&name).join("lxc.log")).unwrap();
+    let starts = log.matches("wait_on_daemonized_start").count();
+    assert_eq!(starts, 1, "{log}");
     let text = err.to_string();
     assert!(
         text.starts_with(&format!("container {name}: `lxc-start -P ")),

@@ -116,9 +116,8 @@ impl LxcCli {
     /// The last errors in LXC's log for `name`, which say why a start failed where
     /// stderr does not. Warnings are left out: LXC logs many harmless ones per start.
     fn log_errors(&self, name: &str) -> String {
-        let text = std::fs::read(self.dir(name).join(LOG)).unwrap_or_default();
-        let start = text.len().saturating_sub(LOG_READ);
-        let text = String::from_utf8_lossy(&text[start..]);
+        let text = read_tail(&self.dir(name).join(LOG), LOG_READ).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
         let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
         let joined = errors.join("\n");
         let cut = joined.len().saturating_sub(LOG_TAIL);
@@ -158,6 +157,17 @@ impl LxcCli {
             Err(source) => Err(io_error(name, "removing", dir, source)),
         }
     }
+}
+
+/// The last `limit` bytes of the file at `path`.
+fn read_tail(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(limit as u64)))?;
+    let mut out = Vec::new();
+    file.take(limit as u64).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 fn io_error(name: &str, action: &'static str, path: PathBuf, source: std::io::Error) -> LxcError {
@@ -220,6 +230,12 @@ impl Lxc for LxcCli {
             Some(State::Running) => return Ok(()),
             Some(State::Stopped) => self.remove_cgroups(name).await?,
             _ => {}
+        }
+        // LXC appends to its log on every start; keeping only the latest start's lines
+        // bounds it for a container that is restarted for months.
+        let log = self.dir(name).join(LOG);
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&log) {
+            let _ = file.set_len(0);
         }
         let start = self.tool("lxc-start", name).arg("-d");
         if let Err(LxcError::Command { source, .. }) =
@@ -382,6 +398,15 @@ fn parse_info(text: &str) -> Option<Info> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_tail_of_a_log_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lxc.log");
+        std::fs::write(&path, "x".repeat(10_000) + "end").unwrap();
+        assert_eq!(read_tail(&path, 5).unwrap(), b"xxend");
+        assert_eq!(read_tail(&path, 1 << 20).unwrap().len(), 10_003);
+    }
 
     #[test]
     fn info_output_is_parsed() {
