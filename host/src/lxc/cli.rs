@@ -102,8 +102,15 @@ impl LxcCli {
         }
     }
 
+    /// A container is a real directory (not a link) holding a regular config file.
+    /// Links are never followed: a link planted in the LXC path must not make `destroy`
+    /// remove files elsewhere.
     fn exists(&self, name: &str) -> bool {
-        self.dir(name).join(CONFIG).is_file()
+        let dir = self.dir(name);
+        let real = |p: &Path, dir: bool| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+        };
+        real(&dir, true) && real(&dir.join(CONFIG), false)
     }
 
     fn not_found(&self, name: &str) -> LxcError {
@@ -143,6 +150,14 @@ impl LxcCli {
 
     fn remove_dir(&self, name: &str) -> Result<(), LxcError> {
         let dir = self.dir(name);
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Ok(meta) if !meta.is_dir() => {
+                let source = std::io::Error::other("not a directory (links are not followed)");
+                return Err(io_error(name, "removing", dir, source));
+            }
+            _ => {}
+        }
         for file in [CONFIG, LOG] {
             let path = dir.join(file);
             match std::fs::remove_file(&path) {
@@ -162,8 +177,10 @@ impl LxcCli {
 /// The last `limit` bytes of the file at `path`.
 fn read_tail(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
+    // Never blocks on a FIFO, never reads a device.
+    let opened = fsio::open_regular(path).map_err(std::io::Error::other)?;
+    let len = opened.metadata().len();
+    let mut file = opened.into_file();
     file.seek(SeekFrom::Start(len.saturating_sub(limit as u64)))?;
     let mut out = Vec::new();
     file.take(limit as u64).read_to_end(&mut out)?;
@@ -233,10 +250,8 @@ impl Lxc for LxcCli {
         }
         // LXC appends to its log on every start; keeping only the latest start's lines
         // bounds it for a container that is restarted for months.
-        let log = self.dir(name).join(LOG);
-        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&log) {
-            let _ = file.set_len(0);
-        }
+        // Removed rather than truncated: opening a FIFO planted there would block.
+        let _ = std::fs::remove_file(self.dir(name).join(LOG));
         let start = self.tool("lxc-start", name).arg("-d");
         if let Err(LxcError::Command { source, .. }) =
             self.run_ok(name, start, Limits::default()).await
@@ -324,10 +339,8 @@ impl Lxc for LxcCli {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            // A directory with a config file is a container to LXC; the file type check
-            // does not follow symlinks, so a link planted here is not listed.
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && validate_name(&name, &self.prefix).is_ok() && self.exists(&name) {
+            // A directory with a config file is a container to LXC.
+            if validate_name(&name, &self.prefix).is_ok() && self.exists(&name) {
                 names.push(name);
             }
         }
@@ -398,6 +411,65 @@ fn parse_info(text: &str) -> Option<Info> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cli(dir: &Path) -> LxcCli {
+        LxcCli::with_layout(dir, "startos-", CgroupLayout::Unified).unwrap()
+    }
+
+    fn spec(name: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            rootfs: "/r".into(),
+            init: vec!["/init".into()],
+            idmap: None,
+            network: None,
+            limits: Default::default(),
+            mounts: Vec::new(),
+            security: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_of_one_name_make_one_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let lxc = std::sync::Arc::new(cli(dir.path()));
+        for round in 0..20 {
+            let name = format!("startos-c{round}");
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (lxc, spec) = (lxc.clone(), spec(&name));
+                    tokio::spawn(async move { lxc.create(&spec).await })
+                })
+                .collect();
+            let mut created = 0;
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(()) => created += 1,
+                    Err(LxcError::Exists { .. }) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            assert_eq!(created, 1, "{name}");
+        }
+        assert_eq!(lxc.list().await.unwrap().len(), 20);
+    }
+
+    #[tokio::test]
+    async fn list_skips_links_strangers_and_half_made_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let lxc = cli(dir.path());
+        lxc.create(&spec("startos-real")).await.unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join(CONFIG), "keep me").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("startos-link")).unwrap();
+        std::fs::create_dir(dir.path().join("startos-empty")).unwrap();
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("other").join(CONFIG), "").unwrap();
+        // Destroying through the link must not touch what it points to.
+        assert!(lxc.destroy("startos-link").await.is_err());
+        assert!(elsewhere.path().join(CONFIG).exists());
+        assert_eq!(lxc.list().await.unwrap(), vec!["startos-real".to_owned()]);
+    }
 
     #[test]
     fn only_the_tail_of_a_log_is_read() {
