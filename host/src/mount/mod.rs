@@ -60,6 +60,8 @@ pub enum MountError {
     },
 }
 
+/// Paths are compared with the kernel's mount table as given, so callers pass canonical
+/// paths (absolute, no links), as the kernel reports them.
 #[async_trait]
 pub trait Mounter: Send + Sync + std::fmt::Debug {
     /// Mounts the squashfs that lies `offset` bytes into `file` and is `size` bytes long,
