@@ -1,0 +1,262 @@
+//! Running a host tool with bounded output and a deadline.
+//!
+//! Every side effect on the host goes through a command line tool, so a tool that prints
+//! without end or never exits must not take the daemon's memory or a reconcile worker with
+//! it: output beyond a limit is read and discarded, and the child is killed at the deadline.
+
+use std::ffi::OsString;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+/// How much of a failing tool's stderr an error carries.
+pub const STDERR_IN_ERROR: usize = 4096;
+
+/// A command line, kept for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: String,
+    pub args: Vec<OsString>,
+}
+
+impl CommandLine {
+    pub fn new(program: &str) -> Self {
+        Self {
+            program: program.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, A>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+impl std::fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.program)?;
+        for arg in &self.args {
+            write!(f, " {}", arg.to_string_lossy())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a finished tool left: its exit code (`None` when a signal ended it) and the first
+/// bytes of its output.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Whether stdout was longer than the limit and cut.
+    pub stdout_truncated: bool,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// A tool that could not be run or did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("could not run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` exited with {status}: {stderr}")]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("`{command}` did not finish within {seconds} s and was killed")]
+    Timeout { command: String, seconds: u64 },
+}
+
+impl CommandError {
+    /// A failure built from a finished tool's output.
+    pub fn failed(command: &CommandLine, output: &Output) -> Self {
+        let status = match output.code {
+            Some(code) => format!("exit code {code}"),
+            None => "a signal".to_owned(),
+        };
+        Self::Failed {
+            command: command.to_string(),
+            status,
+            stderr: bounded(output.stderr.trim(), STDERR_IN_ERROR),
+        }
+    }
+
+    /// The failing tool's stderr, if it ran to the end.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            Self::Failed { stderr, .. } => Some(stderr),
+            _ => None,
+        }
+    }
+}
+
+/// Limits for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub stdout: usize,
+    pub stderr: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            stdout: 1 << 20,
+            stderr: 64 << 10,
+        }
+    }
+}
+
+/// Runs `command` to its end and returns its output whatever its exit code.
+pub async fn run(command: &CommandLine, limits: Limits) -> Result<Output, CommandError> {
+    let mut child = Command::new(&command.program)
+        .args(&command.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .env("LC_ALL", "C")
+        .spawn()
+        .map_err(|source| CommandError::Spawn {
+            command: command.to_string(),
+            source,
+        })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let work = async {
+        let (out, err, status) = tokio::join!(
+            read_bounded(stdout, limits.stdout),
+            read_bounded(stderr, limits.stderr),
+            child.wait()
+        );
+        (out, err, status)
+    };
+    let (out, err, status) = match tokio::time::timeout(limits.timeout, work).await {
+        Ok(done) => done,
+        // Dropping the future drops the child, which `kill_on_drop` kills.
+        Err(_) => {
+            return Err(CommandError::Timeout {
+                command: command.to_string(),
+                seconds: limits.timeout.as_secs(),
+            });
+        }
+    };
+    let status = status.map_err(|source| CommandError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
+    let (stdout, stdout_truncated) = out;
+    Ok(Output {
+        code: status.code(),
+        stdout,
+        stderr: err.0,
+        stdout_truncated,
+    })
+}
+
+/// Runs `command` and fails unless it exits 0.
+pub async fn run_ok(command: &CommandLine, limits: Limits) -> Result<Output, CommandError> {
+    let output = run(command, limits).await?;
+    if output.success() {
+        Ok(output)
+    } else {
+        Err(CommandError::failed(command, &output))
+    }
+}
+
+/// Reads up to `limit` bytes and discards the rest, so the child never blocks on a full pipe.
+async fn read_bounded<R: AsyncRead + Unpin>(reader: Option<R>, limit: usize) -> (String, bool) {
+    let Some(reader) = reader else {
+        return (String::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut head = reader.take(limit as u64);
+    let _ = head.read_to_end(&mut kept).await;
+    let mut rest = head.into_inner();
+    let discarded = tokio::io::copy(&mut rest, &mut tokio::io::sink())
+        .await
+        .unwrap_or(0);
+    (String::from_utf8_lossy(&kept).into_owned(), discarded > 0)
+}
+
+/// `text` cut to at most `limit` bytes on a character boundary.
+pub fn bounded(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_beyond_the_limit_is_discarded_and_flagged() {
+        let cmd = CommandLine::new("sh").args(["-c", "yes | head -c 100000; echo err >&2"]);
+        let limits = Limits {
+            stdout: 1000,
+            ..Limits::default()
+        };
+        let out = run(&cmd, limits).await.unwrap();
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.stdout_truncated);
+        assert_eq!(out.stderr, "err\n");
+        assert!(out.success());
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_the_command_and_its_stderr() {
+        let cmd = CommandLine::new("sh").args(["-c", "echo no such thing >&2; exit 3"]);
+        let err = run_ok(&cmd, Limits::default()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`sh -c echo no such thing >&2; exit 3` exited with exit code 3: no such thing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_tool_is_killed_at_the_deadline() {
+        let cmd = CommandLine::new("sleep").arg("30");
+        let limits = Limits {
+            timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let err = run(&cmd, limits).await.unwrap_err();
+        assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary() {
+        assert_eq!(bounded("héllo", 2), "h…");
+        assert_eq!(bounded("abc", 3), "abc");
+    }
+}

@@ -1,0 +1,207 @@
+//! LXC containers through the `lxc-*` command line tools.
+//!
+//! The tools rather than liblxc: they keep liblxc's forking out of our multi-threaded
+//! daemon, report failures as text, and their command socket survives a daemon restart.
+//! Every container lives under our own LXC path (`-P`) and carries our name prefix, so
+//! nothing here can see or touch other containers on the machine.
+
+mod cgroups;
+mod cli;
+mod config;
+mod fake;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::cmd::CommandError;
+
+pub use cli::LxcCli;
+pub use config::{CgroupLayout, ConfigError, render_config, validate_name};
+pub use fake::{FakeLxc, LxcCall, LxcOp};
+
+/// Everything a container is created from. The root filesystem directory is the caller's:
+/// it is prepared (mounted) before `create` and never removed by `destroy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub rootfs: PathBuf,
+    /// The container's first process, as an argument vector (no shell).
+    pub init: Vec<String>,
+    pub idmap: Option<IdMap>,
+    pub network: Option<NetworkSpec>,
+    pub limits: Limits,
+    pub mounts: Vec<BindMount>,
+    pub security: Security,
+}
+
+/// Container ids 0..count map to host ids host_base..host_base+count (uids and gids alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub host_base: u32,
+    pub count: u32,
+}
+
+/// One veth on a bridge with a static address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub bridge: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    /// CPU time per period, in millionths of one CPU (1_500_000 = one and a half CPUs).
+    pub cpu_micros: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// A host directory or file bind-mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// Path inside the container, absolute.
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// Confinement beyond the user namespace. `None` leaves LXC's defaults; on a host without
+/// AppArmor LXC ignores the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    pub apparmor_profile: Option<String>,
+    pub seccomp_profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Aborting,
+    Freezing,
+    Frozen,
+    Thawed,
+}
+
+impl State {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text.trim() {
+            "STOPPED" => Self::Stopped,
+            "STARTING" => Self::Starting,
+            "RUNNING" => Self::Running,
+            "STOPPING" => Self::Stopping,
+            "ABORTING" => Self::Aborting,
+            "FREEZING" => Self::Freezing,
+            "FROZEN" => Self::Frozen,
+            "THAWED" => Self::Thawed,
+            _ => return None,
+        })
+    }
+}
+
+/// A running container's init pid (in the host's pid namespace) and addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Info {
+    pub state: Option<State>,
+    pub pid: Option<u32>,
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Ask init to halt, and kill it if it has not stopped after the timeout.
+    Graceful(Duration),
+    Kill,
+}
+
+/// What a one-off command inside a container left.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LxcError {
+    #[error("container {container}: {source}")]
+    Command {
+        container: String,
+        #[source]
+        source: CommandError,
+    },
+    /// `lxc-start` failed; LXC's own log usually says why where its stderr does not.
+    #[error("container {container}: {source}; lxc log errors: {log}")]
+    Start {
+        container: String,
+        #[source]
+        source: CommandError,
+        log: String,
+    },
+    #[error("container {container}: {source}")]
+    Config {
+        container: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("container {container}: {action} {path}: {source}")]
+    Io {
+        container: String,
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {container}: writing {path}: {source}")]
+    Write {
+        container: String,
+        path: PathBuf,
+        #[source]
+        source: fsio::FsioError,
+    },
+    #[error("container {container} does not exist under {lxcpath}")]
+    NotFound { container: String, lxcpath: PathBuf },
+    #[error("container {container} already exists under {lxcpath}")]
+    Exists { container: String, lxcpath: PathBuf },
+    #[error("container {container}: unexpected output of `{command}`: {output}")]
+    Parse {
+        container: String,
+        command: String,
+        output: String,
+    },
+}
+
+/// The container operations a controller needs. Names carry the implementation's prefix.
+#[async_trait]
+pub trait Lxc: Send + Sync + std::fmt::Debug {
+    /// Writes the container's configuration. Fails if the container exists.
+    async fn create(&self, spec: &ContainerSpec) -> Result<(), LxcError>;
+    /// Starts the container and waits until it runs; starting a running container is no
+    /// error.
+    async fn start(&self, name: &str) -> Result<(), LxcError>;
+    /// Stops the container; stopping a stopped container is no error.
+    async fn stop(&self, name: &str, mode: StopMode) -> Result<(), LxcError>;
+    /// Kills the container if it runs and removes its configuration (never its rootfs).
+    /// Destroying a container that does not exist is no error.
+    async fn destroy(&self, name: &str) -> Result<(), LxcError>;
+    /// `None` when the container does not exist.
+    async fn state(&self, name: &str) -> Result<Option<State>, LxcError>;
+    /// The containers under our path and prefix, sorted.
+    async fn list(&self) -> Result<Vec<String>, LxcError>;
+    async fn info(&self, name: &str) -> Result<Info, LxcError>;
+    /// Runs `argv` inside the running container with a clean environment and returns its
+    /// exit code and (bounded) output; a non-zero exit is not an error.
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, LxcError>;
+}
