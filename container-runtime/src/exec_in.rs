@@ -1,0 +1,236 @@
+//! `start-container exec-in`: the last step before a process runs. Spawning with `Command`
+//! cannot chroot without `unsafe` (`pre_exec`), so the supervisor spawns itself with this
+//! hidden subcommand, which binds the volumes, chroots into the image, resolves the user
+//! in the image's own `/etc/passwd` and replaces itself with the command. It runs single
+//! threaded (no runtime), which is what makes the mount-namespace `unshare` sound.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// `/etc/passwd` and `/etc/group` larger than this are refused rather than read.
+const MAX_ID_FILE_BYTES: u64 = 1 << 20;
+
+/// A volume bind, as passed on the `exec-in` command line (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// Absolute path inside the root.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecInError {
+    #[error("cannot bind {volume} at {target} in {root}: {message}")]
+    Bind {
+        volume: PathBuf,
+        target: String,
+        root: PathBuf,
+        message: String,
+    },
+    #[error("cannot enter root {root}: {source}")]
+    Chroot {
+        root: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot use workdir {workdir} in {root}: {source}")]
+    Workdir {
+        workdir: String,
+        root: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("user {user:?} in {root}: {message}")]
+    User {
+        user: String,
+        root: PathBuf,
+        message: String,
+    },
+    #[error("cannot run {command:?} in {root}: {source}")]
+    Exec {
+        command: String,
+        root: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Never returns on success (the process becomes `argv`).
+pub fn exec_in(
+    root: &Path,
+    binds: &[Bind],
+    user: Option<&str>,
+    workdir: Option<&str>,
+    argv: &[String],
+) -> ExecInError {
+    match prepare(root, binds, user, workdir) {
+        Err(e) => e,
+        Ok((uid, gid)) => {
+            let (program, args) = argv.split_first().expect("validated non-empty command");
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            // When started as root, std also drops the supplementary groups here.
+            if (uid, gid) != (0, 0) {
+                cmd.uid(uid).gid(gid);
+            }
+            ExecInError::Exec {
+                command: program.clone(),
+                root: root.to_owned(),
+                source: cmd.exec(),
+            }
+        }
+    }
+}
+
+fn prepare(
+    root: &Path,
+    binds: &[Bind],
+    user: Option<&str>,
+    workdir: Option<&str>,
+) -> Result<(u32, u32), ExecInError> {
+    if !binds.is_empty() {
+        bind_all(root, binds)?;
+    }
+    let chroot_err = |source| ExecInError::Chroot {
+        root: root.to_owned(),
+        source,
+    };
+    rustix::process::chroot(root).map_err(|e| chroot_err(e.into()))?;
+    std::env::set_current_dir("/").map_err(chroot_err)?;
+    let ids = match user {
+        None => (0, 0),
+        Some(u) => resolve_user(u).map_err(|message| ExecInError::User {
+            user: u.to_owned(),
+            root: root.to_owned(),
+            message,
+        })?,
+    };
+    let workdir = workdir.unwrap_or("/");
+    std::env::set_current_dir(workdir).map_err(|source| ExecInError::Workdir {
+        workdir: workdir.to_owned(),
+        root: root.to_owned(),
+        source,
+    })?;
+    Ok(ids)
+}
+
+fn bind_all(root: &Path, binds: &[Bind]) -> Result<(), ExecInError> {
+    use rustix::mount::{MountFlags, MountPropagationFlags};
+    let err = |b: &Bind, message: String| ExecInError::Bind {
+        volume: b.source.clone(),
+        target: b.target.clone(),
+        root: root.to_owned(),
+        message,
+    };
+    let first = &binds[0];
+    // A private mount namespace: the binds are this process's alone and vanish with it.
+    #[allow(deprecated)]
+    rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
+        .map_err(|e| err(first, format!("unshare: {e}")))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| err(first, format!("make / private: {e}")))?;
+    let real_root = std::fs::canonicalize(root).map_err(|e| err(first, e.to_string()))?;
+    for b in binds {
+        // The image is the package author's: a mount point that is a symlink must not
+        // lead the bind outside the image.
+        let target = std::fs::canonicalize(real_root.join(b.target.trim_start_matches('/')))
+            .map_err(|e| err(b, e.to_string()))?;
+        if !target.starts_with(&real_root) {
+            return Err(err(b, "mount point leads outside the root".into()));
+        }
+        rustix::mount::mount_bind(&b.source, &target).map_err(|e| err(b, e.to_string()))?;
+        if b.read_only {
+            rustix::mount::mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "")
+                .map_err(|e| err(b, format!("read-only: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// `name`, `uid`, `uid:gid`, `name:gid` or `name:group`, looked up in the current root's
+/// `/etc/passwd` and `/etc/group`.
+pub fn resolve_user(spec: &str) -> Result<(u32, u32), String> {
+    resolve_user_from(
+        spec,
+        &read_id_file("/etc/passwd")?,
+        &read_id_file("/etc/group")?,
+    )
+}
+
+/// A numeric uid missing from `passwd` gets its own number as gid (never root's group by
+/// default).
+pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    let (user, group_spec) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        let (uid, gid) = (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);
+        (f[0] == user || user.parse() == Ok(uid)).then_some((uid, gid))
+    });
+    let (uid, primary) = match (user.parse::<u32>(), entry) {
+        (_, Some(e)) => e,
+        (Ok(uid), None) => (uid, uid),
+        (Err(_), None) => return Err("no such user in /etc/passwd".into()),
+    };
+    let gid = match group_spec {
+        None => primary,
+        Some(g) => match g.parse() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f[0] == g).then(|| f.get(2)?.parse().ok()).flatten()
+                })
+                .ok_or("no such group in /etc/group")?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn read_id_file(path: &str) -> Result<String, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("cannot read {path}: {e}")),
+    };
+    let mut text = String::new();
+    file.take(MAX_ID_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if text.len() as u64 > MAX_ID_FILE_BYTES {
+        return Err(format!("{path} is larger than {MAX_ID_FILE_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_user_from;
+
+    #[test]
+    fn users_resolve_by_name_number_and_group() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\n";
+        for (spec, want) in [
+            ("www", Ok((33, 34))),
+            ("33", Ok((33, 34))),
+            ("1000", Ok((1000, 1000))),
+            ("1000:5", Ok((1000, 5))),
+            ("www:staff", Ok((33, 50))),
+            ("nobody", Err("no such user in /etc/passwd".to_owned())),
+            ("www:nogroup", Err("no such group in /etc/group".to_owned())),
+        ] {
+            assert_eq!(resolve_user_from(spec, passwd, group), want, "{spec}");
+        }
+    }
+}
