@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rustix::mount::{MountFlags, MountPropagationFlags};
 use serde::{Deserialize, Serialize};
 
 /// `/etc/passwd` and `/etc/group` larger than this are refused rather than read.
@@ -92,9 +93,7 @@ fn prepare(
     user: Option<&str>,
     workdir: Option<&str>,
 ) -> Result<(u32, u32), ExecInError> {
-    if !binds.is_empty() {
-        bind_all(root, binds)?;
-    }
+    bind_all(root, binds)?;
     let chroot_err = |source| ExecInError::Chroot {
         root: root.to_owned(),
         source,
@@ -118,38 +117,54 @@ fn prepare(
     Ok(ids)
 }
 
+/// The container's own file systems every process expects (`/dev/null`, `/proc/self`),
+/// bound where the image has a directory for them.
+const SYSTEM_BINDS: [&str; 3] = ["/dev", "/proc", "/sys"];
+
 fn bind_all(root: &Path, binds: &[Bind]) -> Result<(), ExecInError> {
-    use rustix::mount::{MountFlags, MountPropagationFlags};
-    let err = |b: &Bind, message: String| ExecInError::Bind {
-        volume: b.source.clone(),
-        target: b.target.clone(),
+    let err = |source: &Path, target: &str, message: String| ExecInError::Bind {
+        volume: source.to_owned(),
+        target: target.to_owned(),
         root: root.to_owned(),
         message,
     };
-    let first = &binds[0];
     // A private mount namespace: the binds are this process's alone and vanish with it.
     #[allow(deprecated)]
     rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
-        .map_err(|e| err(first, format!("unshare: {e}")))?;
+        .map_err(|e| err(root, "/", format!("unshare: {e}")))?;
     rustix::mount::mount_change(
         "/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
-    .map_err(|e| err(first, format!("make / private: {e}")))?;
-    let real_root = std::fs::canonicalize(root).map_err(|e| err(first, e.to_string()))?;
+    .map_err(|e| err(root, "/", format!("make / private: {e}")))?;
+    let real_root = std::fs::canonicalize(root).map_err(|e| err(root, "/", e.to_string()))?;
+    for dir in SYSTEM_BINDS {
+        let target = real_root.join(&dir[1..]);
+        // Only a real directory: a symlink here is the image's, not a mount point.
+        let is_dir = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            rustix::mount::mount_bind_recursive(dir, &target)
+                .map_err(|e| err(Path::new(dir), dir, e.to_string()))?;
+        }
+    }
     for b in binds {
-        // The image is the package author's: a mount point that is a symlink must not
-        // lead the bind outside the image.
-        let target = std::fs::canonicalize(real_root.join(b.target.trim_start_matches('/')))
-            .map_err(|e| err(b, e.to_string()))?;
-        if !target.starts_with(&real_root) {
-            return Err(err(b, "mount point leads outside the root".into()));
-        }
-        rustix::mount::mount_bind(&b.source, &target).map_err(|e| err(b, e.to_string()))?;
-        if b.read_only {
-            rustix::mount::mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "")
-                .map_err(|e| err(b, format!("read-only: {e}")))?;
-        }
+        bind_volume(&real_root, b).map_err(|m| err(&b.source, &b.target, m))?;
+    }
+    Ok(())
+}
+
+fn bind_volume(real_root: &Path, b: &Bind) -> Result<(), String> {
+    // The image is the package author's: a mount point that is a symlink must not lead
+    // the bind outside the image.
+    let target = std::fs::canonicalize(real_root.join(b.target.trim_start_matches('/')))
+        .map_err(|e| e.to_string())?;
+    if !target.starts_with(real_root) {
+        return Err("mount point leads outside the root".into());
+    }
+    rustix::mount::mount_bind(&b.source, &target).map_err(|e| e.to_string())?;
+    if b.read_only {
+        rustix::mount::mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "")
+            .map_err(|e| format!("read-only: {e}"))?;
     }
     Ok(())
 }

@@ -140,7 +140,7 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
             units.push((id.clone(), stop_tx, task));
         }
         shutdown.await;
-        tracing::info!("stopping");
+        tracing::info!("shutting down");
         {
             let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
             status.stopping = true;
@@ -295,6 +295,7 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
 
     async fn stop(&self, id: &str, pid: u32, mut exited: oneshot::Receiver<Exit>) -> Exit {
         let timeout = Duration::from_secs(self.config.stop_timeout_seconds.into());
+        tracing::info!(id, pid, "stopping");
         self.shared
             .update(id, |s| set(s, State::Stopping, "sent SIGTERM"));
         self.spawner.signal(pid, false);
