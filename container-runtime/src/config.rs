@@ -353,6 +353,12 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let c = config(include_str!("../config.example.json")).unwrap();
+        assert_eq!(c.start_order().unwrap(), ["migrate", "web", "worker"]);
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let e = config(r#"{"images":{},"daemon":{}}"#).unwrap_err();
         assert!(e.contains("unknown field"), "{e}");

@@ -153,7 +153,7 @@ impl Prober for RealProber {
     async fn probe(&self, _id: &str, process: &Process, ready: &Ready) -> ProbeResult {
         let result = match ready.probe() {
             Some(Probe::Http(h)) => http(h).await,
-            Some(Probe::Tcp(t)) => tokio::net::TcpStream::connect(("127.0.0.1", t.port))
+            Some(Probe::Tcp(t)) => tokio::net::TcpStream::connect(loopback(t.port))
                 .await
                 .map(|_| format!("port {} open", t.port))
                 .map_err(|e| format!("tcp 127.0.0.1:{}: {e}", t.port)),
@@ -199,7 +199,7 @@ impl Drop for KillOnDrop {
 async fn http(probe: &HttpProbe) -> Result<String, String> {
     let url = format!("http://127.0.0.1:{}{}", probe.port, probe.path);
     let err = |e: std::io::Error| format!("GET {url}: {e}");
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", probe.port))
+    let mut stream = tokio::net::TcpStream::connect(loopback(probe.port))
         .await
         .map_err(err)?;
     let request = format!(
@@ -229,4 +229,9 @@ async fn http(probe: &HttpProbe) -> Result<String, String> {
     } else {
         Err(format!("GET {url}: {code}"))
     }
+}
+
+/// An address, never a name: no resolver in the static binary's path.
+fn loopback(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
