@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -17,6 +18,9 @@ pub struct LogFile {
     path: PathBuf,
     max_bytes: u64,
     inner: Mutex<Option<(File, u64)>>,
+    /// Lines lost to write errors; the error is logged when the count leaves zero, not per
+    /// line, so a full disk does not flood the console.
+    dropped: AtomicU64,
 }
 
 impl LogFile {
@@ -25,6 +29,7 @@ impl LogFile {
             path: dir.join(format!("{id}.log")),
             max_bytes,
             inner: Mutex::new(None),
+            dropped: AtomicU64::new(0),
         })
     }
 
@@ -41,10 +46,25 @@ impl LogFile {
         record.extend_from_slice(text.strip_suffix(b"\n").unwrap_or(text));
         record.push(b'\n');
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = self.append(&mut inner, &record) {
-            *inner = None;
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write log");
+        match self.append(&mut inner, &record) {
+            Ok(()) => {
+                let lost = self.dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    tracing::warn!(path = %self.path.display(), lost, "log writable again");
+                }
+            }
+            Err(e) => {
+                *inner = None;
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write log; dropping lines");
+                }
+            }
         }
+    }
+
+    /// Lines dropped since the last successful write.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     fn append(&self, inner: &mut Option<(File, u64)>, record: &[u8]) -> std::io::Result<()> {
@@ -115,6 +135,17 @@ mod tests {
         );
         assert!(cur.ends_with(" out line 9999\n"), "{cur}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_full_disk_drops_lines_without_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("d.log")).unwrap();
+        let log = LogFile::new(dir.path(), "d", 1 << 20);
+        for i in 0..10_000 {
+            log.line("out", format!("line {i}\n").as_bytes());
+        }
+        assert_eq!(log.dropped(), 10_000);
     }
 
     #[tokio::test]

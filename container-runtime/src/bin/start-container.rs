@@ -93,7 +93,12 @@ fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create directory {}", dir.display()))?;
         }
     }
-    let self_exe = std::env::current_exe().context("cannot find start-container's own path")?;
+    // /proc/self/exe stays executable even when the binary on disk is replaced or removed
+    // (an update of the host's copy), so children always run this very supervisor.
+    let self_exe = match std::path::Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_owned(),
+        _ => std::env::current_exe().context("cannot find start-container's own path")?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
