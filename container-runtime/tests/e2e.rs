@@ -44,6 +44,11 @@ impl Rig {
 
     /// A busybox root filesystem plus a config merged from `extra`, then `start-container run`.
     fn start(extra: serde_json::Value) -> Rig {
+        Rig::start_with(&[], extra)
+    }
+
+    /// Like [`Rig::start`], with `start-container` run by `wrapper` (a command prefix).
+    fn start_with(wrapper: &[&str], extra: serde_json::Value) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let root = Rig::root(dir.path());
         for d in ["bin", "www", "data", "etc", "dev", "proc", "sys"] {
@@ -70,7 +75,10 @@ impl Rig {
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_start-container"))
+        let bin = env!("CARGO_BIN_EXE_start-container");
+        let argv: Vec<&str> = wrapper.iter().copied().chain([bin]).collect();
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
             .arg("run")
             .arg("--config")
             .arg(&path)
@@ -357,4 +365,36 @@ async fn processes_see_dev_proc_and_sys_in_their_image_root() {
         "{}",
         rig.log("check")
     );
+}
+
+/// As PID 1 of its own PID namespace (what `lxc.init.cmd` makes it), the kernel delivers
+/// only signals it handles: SIGPWR, `lxc-stop`'s default halt signal, must stop it.
+#[tokio::test]
+async fn as_pid_1_sigpwr_stops_it() {
+    let Some(()) = prerequisites() else { return };
+    let unshare = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+    let mut rig = Rig::start_with(
+        &unshare,
+        json!({"daemons": {"d": {"image": "main", "command": bb("sleep 1000")}}}),
+    );
+    let s = rig.until("d running", |s| s.processes["d"].ready).await;
+    assert_eq!(s.processes["d"].pid, Some(2), "the first child of PID 1");
+    let u = rig.pid();
+    let children = std::fs::read_to_string(format!("/proc/{u}/task/{u}/children")).unwrap();
+    let pid1: i32 = children.trim().parse().unwrap();
+    assert_eq!(
+        proc_field(pid1 as u32, "NSpid:")
+            .unwrap()
+            .split_whitespace()
+            .last(),
+        Some("1")
+    );
+    let pid = rustix::process::Pid::from_raw(pid1).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::POWER).unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(10), rig.child.wait())
+        .await
+        .expect("start-container as PID 1 did not stop on SIGPWR")
+        .unwrap();
+    assert!(code.success(), "{code:?}\n{}", rig.stderr());
+    assert_eq!(rig.status().unwrap().processes["d"].state, State::Stopped);
 }
