@@ -64,6 +64,11 @@ impl<R: Report> Shared<R> {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    fn stopping(&self) -> bool {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.stopping
+    }
+
     fn get(&self, id: &str) -> Option<ProcessStatus> {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.processes.get(id).cloned()
@@ -231,9 +236,19 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
                         .update(id, |s| exited(s, exit, State::Stopped, "stopped"));
                     return;
                 }
+                // Shutting down: what exits now stays down rather than coming back
+                // while the others are being stopped.
+                Ok(Outcome::Exited(exit)) if self.shared.stopping() => {
+                    let message = format!("exited while stopping: {exit}");
+                    self.shared
+                        .update(id, |s| exited(s, exit, State::Stopped, &message));
+                    return;
+                }
                 Ok(Outcome::Exited(exit)) => {
-                    self.shared.update(id, |s| s.restarts += 1);
-                    self.shared.update(id, |s| s.last_exit = Some(exit));
+                    self.shared.update(id, |s| {
+                        s.restarts += 1;
+                        s.last_exit = Some(exit);
+                    });
                     exit.to_string()
                 }
                 Err(message) => message,
@@ -261,6 +276,11 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
                     self.shared.update(id, |s| set(s, State::Stopped, "stopped"));
                     return;
                 }
+            }
+            if self.shared.stopping() {
+                self.shared
+                    .update(id, |s| set(s, State::Stopped, "not restarted: stopping"));
+                return;
             }
             delay = (delay * 2).min(Duration::from_millis(restart.max_ms));
         }

@@ -323,3 +323,33 @@ async fn stop_kills_what_ignores_sigterm_after_the_timeout() {
     assert_eq!(s.processes["stubborn"].last_exit, Some(Exit::Signal(9)));
     assert_eq!(s.processes["base"].last_exit, Some(Exit::Signal(15)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_restarted_once_stopping_began() {
+    let fake = Fake::new(
+        &[
+            ("early", Behaviour::ExitAfter(Duration::from_secs(3), 1)),
+            ("stubborn", Behaviour::IgnoreTerm),
+        ],
+        &[],
+    );
+    let (mut rx, stop, task) = start(
+        config(
+            r#"{"images":{"i":"/r"},"stopTimeoutSeconds":10,
+            "restart":{"initialMs":100,"maxMs":100},
+            "daemons":{"early":{"image":"i","command":["e"]},
+                       "stubborn":{"image":"i","command":["s"],"requires":["early"]}}}"#,
+        ),
+        &fake,
+    );
+    until(&mut rx, "both running", |s| {
+        s.processes.values().all(|p| p.ready)
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    // `early` crashed at 3 s while `stubborn` was being stopped (until 10 s).
+    let spawns = fake.names().iter().filter(|e| *e == "spawn early").count();
+    assert_eq!(spawns, 1, "{:?}", fake.events());
+    assert_eq!(state(&rx.borrow(), "early"), State::Stopped);
+}
