@@ -209,7 +209,8 @@ async fn oneshot_then_daemons_in_requires_order_with_http_and_exec_probes() {
     let app_pid = s.processes["app"].pid.unwrap();
     assert!(proc_field(app_pid, "Uid:").unwrap().starts_with("1000\t"));
     assert!(proc_field(app_pid, "Gid:").unwrap().starts_with("1001\t"));
-    let log = rig.log("app");
+    // Ready (the probe) can come before the output is pumped: wait for the line.
+    let log = rig.wait_log("app", "\n").await;
     let line = log.lines().next().unwrap_or_default();
     // `2026-12-08T00:00:00.000Z out hi from /www as 1000:1001`
     assert!(line.ends_with(" out hi from /www as 1000:1001"), "{log}");
@@ -217,7 +218,7 @@ async fn oneshot_then_daemons_in_requires_order_with_http_and_exec_probes() {
         humantime::parse_rfc3339(line.split(' ').next().unwrap()).is_ok(),
         "{line}"
     );
-    assert!(rig.log("init").contains(" out init ran\n"));
+    rig.wait_log("init", " out init ran\n").await;
 
     let rss = proc_field(rig.pid(), "VmHWM:").unwrap();
     eprintln!("start-container (debug) VmHWM supervising 2 daemons: {rss}");
