@@ -224,6 +224,40 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// What cannot reach `execve` or an HTTP request line intact: NUL anywhere, `=` in an
+/// environment name, whitespace or control characters in a probe path.
+fn validate_strings(p: &Process) -> Result<(), String> {
+    let probe_argv = p
+        .ready
+        .iter()
+        .flat_map(|r| r.exec.iter())
+        .flat_map(|e| &e.command);
+    let strings = p.command.iter().chain(probe_argv).chain(p.env.values());
+    if strings
+        .chain(&p.workdir)
+        .chain(&p.user)
+        .any(|s| s.contains('\0'))
+    {
+        return Err("NUL in command, env, workdir or user".into());
+    }
+    if let Some(k) = p
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains(['=', '\0']))
+    {
+        return Err(format!("invalid environment variable name {k:?}"));
+    }
+    if let Some(h) = p.ready.as_ref().and_then(|r| r.http.as_ref())
+        && (!h.path.starts_with('/') || h.path.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(format!(
+            "http probe path {:?} is not an absolute URL path",
+            h.path
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and validates `path` (a regular file, at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
@@ -303,6 +337,7 @@ impl Config {
                 return Err(format!("{what}: mount path {:?} is not absolute", m.path));
             }
         }
+        validate_strings(p).map_err(|e| format!("{what}: {e}"))?;
         if let Some(r) = p.requires.iter().find(|r| self.process(r).is_none()) {
             return Err(format!("{what}: requires unknown {r:?}"));
         }
@@ -405,6 +440,18 @@ mod tests {
             (
                 r#"{"images":{"i":"/r"},"oneshots":{"a":{"image":"i","command":["a"],"ready":{"tcp":{"port":1}}}}}"#,
                 "no readiness probe",
+            ),
+            (
+                r#"{"images":{"i":"/r"},"daemons":{"a":{"image":"i","command":["a"],"ready":{"http":{"port":1,"path":"/ HTTP/1.1\r\nX: y"}}}}}"#,
+                "http probe path",
+            ),
+            (
+                r#"{"images":{"i":"/r"},"daemons":{"a":{"image":"i","command":["a"],"env":{"A=B":"c"}}}}"#,
+                "environment variable name",
+            ),
+            (
+                r#"{"images":{"i":"/r"},"daemons":{"a":{"image":"i","command":["a\u0000"]}}}"#,
+                "NUL",
             ),
         ] {
             let e = config(json).unwrap_err();
