@@ -56,8 +56,14 @@ struct Shared<R> {
 impl<R: Report> Shared<R> {
     fn update(&self, id: &str, f: impl FnOnce(&mut ProcessStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = status.processes.get_mut(id) {
-            f(p);
+        let Some(p) = status.processes.get_mut(id) else {
+            return;
+        };
+        let before = p.clone();
+        f(p);
+        // A steady probe result every period is no news; the report may be a disk write.
+        if *p == before {
+            return;
         }
         self.report.report(&status);
         drop(status);

@@ -353,3 +353,40 @@ async fn nothing_is_restarted_once_stopping_began() {
     assert_eq!(spawns, 1, "{:?}", fake.events());
     assert_eq!(state(&rx.borrow(), "early"), State::Stopped);
 }
+
+#[derive(Debug, Clone, Default)]
+struct Count(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Report for Count {
+    fn report(&self, _: &Status) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The status file lives on the server's disk (often flash): a steady probe result must
+/// not rewrite it every period.
+#[tokio::test(start_paused = true)]
+async fn unchanged_probe_results_are_not_reported_again() {
+    let fake = Fake::new(&[], &[]);
+    let count = Count::default();
+    let sup = Supervisor::new(
+        config(
+            r#"{"images":{"i":"/r"},
+            "daemons":{"d":{"image":"i","command":["d"],"ready":{"tcp":{"port":1},"periodSeconds":1}}}}"#,
+        ),
+        Handle(fake.clone()),
+        Handle(fake.clone()),
+        count.clone(),
+    );
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(sup.run(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let settled = count.0.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1000)).await;
+    let later = count.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(later, settled, "1000 identical probes reported");
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
+}
