@@ -89,7 +89,8 @@ pub struct Status {
     pub processes: BTreeMap<String, ProcessStatus>,
 }
 
-/// Called by the supervisor after every state change, in order, from one task.
+/// Called by the supervisor after every change, with the whole status, in order (under
+/// the supervisor's status lock: keep it quick, never block on the network).
 pub trait Report: Send + Sync + 'static {
     fn report(&self, status: &Status);
 }

@@ -189,6 +189,15 @@ async fn oneshot_then_daemons_in_requires_order_with_http_and_exec_probes() {
         .until("all ready", |s| s.processes.values().all(|p| p.ready))
         .await;
     eprintln!("startup to all ready: {:?}", started.elapsed());
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_start-container"))
+        .arg("status")
+        .arg("--file")
+        .arg(rig.dir.path().join("run/status.json"))
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let printed: Status = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed.processes.len(), 3);
     let stderr = rig.stderr();
     let order: Vec<&str> = stderr
         .lines()
