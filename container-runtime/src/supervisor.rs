@@ -41,9 +41,11 @@ pub trait Prober: Send + Sync + 'static {
     ) -> impl Future<Output = ProbeResult> + Send;
 }
 
-/// While a daemon has not been ready yet, it is probed at least this often so that what
-/// requires it starts promptly; afterwards every `periodSeconds`.
-const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// While a daemon has not been ready yet, it is probed at growing intervals from the
+/// first to the second (or `periodSeconds` if shorter), so that what requires it starts
+/// promptly; afterwards every `periodSeconds`.
+const STARTING_PROBE_INTERVALS: (Duration, Duration) =
+    (Duration::from_millis(25), Duration::from_millis(500));
 /// After SIGKILL a process can only linger in uninterruptible sleep; we stop waiting.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -353,6 +355,7 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
         let grace = Duration::from_secs(ready.grace_seconds.into());
         let timeout = Duration::from_secs(ready.timeout_seconds.into());
         let mut was_ready = false;
+        let mut starting_wait = STARTING_PROBE_INTERVALS.0;
         loop {
             let result = tokio::time::timeout(timeout, self.prober.probe(id, process, ready))
                 .await
@@ -366,7 +369,9 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
             let wait = if was_ready {
                 period
             } else {
-                period.min(STARTING_PROBE_INTERVAL)
+                let wait = period.min(starting_wait);
+                starting_wait = (starting_wait * 2).min(STARTING_PROBE_INTERVALS.1);
+                wait
             };
             tokio::time::sleep(wait).await;
         }

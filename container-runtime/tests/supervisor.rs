@@ -390,3 +390,24 @@ async fn unchanged_probe_results_are_not_reported_again() {
     stop_tx.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// A daemon is probed at short, growing intervals until first ready, so what requires it
+/// starts soon after (a fixed 500 ms interval started the dependent at 500 ms here).
+#[tokio::test(start_paused = true)]
+async fn dependents_start_soon_after_readiness() {
+    let fake = Fake::new(&[], &[("db", 100)]);
+    let (mut rx, stop, task) = start(
+        config(
+            r#"{"images":{"i":"/r"},
+            "daemons":{"db":{"image":"i","command":["d"],"ready":{"tcp":{"port":1}}},
+                       "app":{"image":"i","command":["a"],"requires":["db"]}}}"#,
+        ),
+        &fake,
+    );
+    until(&mut rx, "app running", |s| s.processes["app"].ready).await;
+    let events = fake.events();
+    assert_eq!(events[1].1, "spawn app");
+    assert!(events[1].0 < Duration::from_millis(250), "{events:?}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
