@@ -235,3 +235,45 @@ async fn http(probe: &HttpProbe) -> Result<String, String> {
 fn loopback(port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Serves one connection with `response`, returns the probe's result.
+    async fn probe_against(response: &'static [u8]) -> Result<String, String> {
+        let listener = TcpListener::bind(loopback(0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /health HTTP/1.0\r\n"));
+            s.write_all(response).await.unwrap();
+        });
+        let path = "/health".into();
+        let result = http(&HttpProbe { port, path }).await;
+        server.await.unwrap();
+        result
+    }
+
+    #[tokio::test]
+    async fn http_probe_accepts_2xx_and_3xx_only() {
+        assert!(
+            probe_against(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .is_ok()
+        );
+        assert!(probe_against(b"HTTP/1.0 302 Found\r\n\r\n").await.is_ok());
+        let e = probe_against(b"HTTP/1.1 503 Busy\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert!(e.ends_with("/health: 503"), "{e}");
+        let e = probe_against(b"SSH-2.0-OpenSSH\r\n").await.unwrap_err();
+        assert!(e.ends_with("not an HTTP response"), "{e}");
+        // A peer that never ends its line: bounded read, then refused.
+        let e = probe_against(&[b'x'; 4096]).await.unwrap_err();
+        assert!(e.ends_with("not an HTTP response"), "{e}");
+    }
+}

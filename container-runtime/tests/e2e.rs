@@ -361,12 +361,18 @@ async fn orphans_are_reaped_and_logs_stay_bounded() {
 async fn processes_see_dev_proc_and_sys_in_their_image_root() {
     let Some(()) = prerequisites() else { return };
     let rig = Rig::start(json!({
-        "oneshots": {"check": {"image": "main", "command": ["/bin/sh", "-c",
-            "echo x > /dev/null && /bin/busybox test -r /proc/self/status && /bin/busybox test -d /sys/class && echo ok"]}}
+        "oneshots": {
+            "check": {"image": "main", "command": ["/bin/sh", "-c",
+                "echo x > /dev/null && /bin/busybox test -r /proc/self/status && /bin/busybox test -d /sys/class && echo ok"]},
+            "ro": {"image": "main", "mounts": [{"volume": "v", "path": "/data", "readOnly": true}],
+                "command": ["/bin/sh", "-c", "echo x > /data/g"]}
+        }
     }));
     let s = rig
         .until("check done", |s| {
-            matches!(s.processes["check"].state, State::Completed | State::Failed)
+            s.processes
+                .values()
+                .all(|p| matches!(p.state, State::Completed | State::Failed))
         })
         .await;
     assert_eq!(
@@ -375,6 +381,12 @@ async fn processes_see_dev_proc_and_sys_in_their_image_root() {
         "{}",
         rig.log("check")
     );
+    assert_eq!(
+        s.processes["ro"].state,
+        State::Failed,
+        "a read-only volume was written"
+    );
+    assert!(!rig.dir.path().join("vol/g").exists());
 }
 
 /// As PID 1 of its own PID namespace (what `lxc.init.cmd` makes it), the kernel delivers
