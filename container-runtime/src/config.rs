@@ -208,13 +208,8 @@ impl Ready {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is larger than {MAX_CONFIG_BYTES} bytes")]
-    TooLarge { path: PathBuf },
+    #[error("config: {0}")]
+    Read(#[source] fsio::FsioError),
     #[error("config {path}: {source}")]
     Parse {
         path: PathBuf,
@@ -259,26 +254,12 @@ fn validate_strings(p: &Process) -> Result<(), String> {
 }
 
 impl Config {
-    /// Reads and validates `path` (a regular file, at most [`MAX_CONFIG_BYTES`]).
+    /// Reads and validates `path`: a regular file (a FIFO is refused, never waited on) of
+    /// at most [`MAX_CONFIG_BYTES`].
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        use std::io::Read;
-        let read_err = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        if !file.metadata().map_err(read_err)?.is_file() {
-            return Err(read_err(std::io::Error::other("not a regular file")));
-        }
-        let mut text = Vec::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(read_err)?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-            });
-        }
+        let text = fsio::open_regular(path)
+            .and_then(|f| f.read_limited(MAX_CONFIG_BYTES))
+            .map_err(ConfigError::Read)?;
         let config: Config =
             serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
                 path: path.to_owned(),
@@ -378,7 +359,7 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn config(json: &str) -> Result<Config, String> {
@@ -391,6 +372,30 @@ mod tests {
     fn the_documented_example_is_valid() {
         let c = config(include_str!("../config.example.json")).unwrap();
         assert_eq!(c.start_order().unwrap(), ["migrate", "web", "worker"]);
+    }
+
+    /// Runs `f` on a thread and fails if it does not return in time (instead of hanging).
+    pub(crate) fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("blocked: did it wait on a FIFO?")
+    }
+
+    #[test]
+    fn a_fifo_config_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = within_seconds(move || Config::load(&fifo).unwrap_err().to_string());
+        assert!(e.contains("config.json") && e.contains("fifo"), "{e}");
     }
 
     #[test]

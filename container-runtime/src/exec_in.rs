@@ -4,7 +4,6 @@
 //! in the image's own `/etc/passwd` and replaces itself with the command. It runs single
 //! threaded (no runtime), which is what makes the mount-namespace `unshare` sound.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -212,25 +211,36 @@ pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<(u32, 
     Ok((uid, gid))
 }
 
+/// A missing file is empty (a minimal image has no `/etc/passwd`); a FIFO in its place is
+/// refused rather than waited on.
 fn read_id_file(path: &str) -> Result<String, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(format!("cannot read {path}: {e}")),
-    };
-    let mut text = String::new();
-    file.take(MAX_ID_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    if text.len() as u64 > MAX_ID_FILE_BYTES {
-        return Err(format!("{path} is larger than {MAX_ID_FILE_BYTES} bytes"));
+    match fsio::open_regular(path).and_then(|f| f.read_limited(MAX_ID_FILE_BYTES)) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8")),
+        Err(e) if e.is_not_found() => Ok(String::new()),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::resolve_user_from;
+
+    #[test]
+    fn a_fifo_passwd_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("passwd");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let path = fifo.to_str().unwrap().to_owned();
+        let e = crate::config::tests::within_seconds(move || super::read_id_file(&path));
+        assert!(e.unwrap_err().contains("fifo"));
+    }
 
     #[test]
     fn users_resolve_by_name_number_and_group() {

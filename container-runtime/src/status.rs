@@ -3,7 +3,6 @@
 //! will be another.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,8 +94,8 @@ pub trait Report: Send + Sync + 'static {
     fn report(&self, status: &Status);
 }
 
-/// Writes the status as JSON to a file, atomically (temporary file, then rename), so a
-/// reader never sees half a document.
+/// Writes the status as JSON to a file, atomically and durably (temporary file, fsync,
+/// rename), so a reader never sees half a document.
 #[derive(Debug)]
 pub struct StatusFile {
     path: PathBuf,
@@ -107,13 +106,10 @@ impl StatusFile {
         StatusFile { path }
     }
 
-    fn write(&self, status: &Status) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer_pretty(&mut tmp, status)?;
-        tmp.write_all(b"\n")?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+    fn write(&self, status: &Status) -> Result<(), String> {
+        let mut json = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
+        json.push(b'\n');
+        fsio::write_atomic(&self.path, &json, 0o644).map_err(|e| e.to_string())
     }
 }
 
@@ -125,6 +121,9 @@ impl Report for StatusFile {
     }
 }
 
+/// Far more than the status of any package's processes.
+const MAX_STATUS_BYTES: u64 = 16 << 20;
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read status file {path}: {message}")]
 pub struct ReadStatusError {
@@ -132,16 +131,14 @@ pub struct ReadStatusError {
     pub message: String,
 }
 
-/// Reads a status file written by [`StatusFile`] (bounded: it is a small document).
+/// Reads a status file written by [`StatusFile`] (bounded; a FIFO is refused).
 pub fn read_status(path: &Path) -> Result<Status, ReadStatusError> {
-    use std::io::Read;
     let err = |message: String| ReadStatusError {
         path: path.to_owned(),
         message,
     };
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(16 << 20).read_to_end(&mut text))
+    let text = fsio::open_regular(path)
+        .and_then(|f| f.read_limited(MAX_STATUS_BYTES))
         .map_err(|e| err(e.to_string()))?;
     serde_json::from_slice(&text).map_err(|e| err(e.to_string()))
 }
