@@ -162,10 +162,32 @@ fn bind_volume(real_root: &Path, b: &Bind) -> Result<(), String> {
     }
     rustix::mount::mount_bind(&b.source, &target).map_err(|e| e.to_string())?;
     if b.read_only {
-        rustix::mount::mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "")
-            .map_err(|e| format!("read-only: {e}"))?;
+        let flags = MountFlags::BIND | MountFlags::RDONLY | kept_flags(&target)?;
+        rustix::mount::mount_remount(&target, flags, "").map_err(|e| format!("read-only: {e}"))?;
     }
     Ok(())
+}
+
+/// The bound mount's own access flags. A remount sets all of them at once, and in a user
+/// namespace (an unprivileged container) the kernel refuses one that would drop a flag
+/// locked by the mount's creator outside, such as `nodev` on the host's volume mount.
+fn kept_flags(target: &Path) -> Result<MountFlags, String> {
+    use rustix::fs::StatVfsMountFlags as St;
+    let now = rustix::fs::statvfs(target)
+        .map_err(|e| format!("statvfs: {e}"))?
+        .f_flag;
+    let pairs = [
+        (St::NOSUID, MountFlags::NOSUID),
+        (St::NODEV, MountFlags::NODEV),
+        (St::NOEXEC, MountFlags::NOEXEC),
+        (St::NOATIME, MountFlags::NOATIME),
+        (St::NODIRATIME, MountFlags::NODIRATIME),
+        (St::RELATIME, MountFlags::RELATIME),
+    ];
+    Ok(pairs
+        .into_iter()
+        .filter(|(st, _)| now.contains(*st))
+        .fold(MountFlags::empty(), |acc, (_, m)| acc | m))
 }
 
 /// `name`, `uid`, `uid:gid`, `name:gid` or `name:group`, looked up in the current root's

@@ -420,3 +420,31 @@ async fn as_pid_1_sigpwr_stops_it() {
     assert!(code.success(), "{code:?}\n{}", rig.stderr());
     assert_eq!(rig.status().unwrap().processes["d"].state, State::Stopped);
 }
+
+/// What an unprivileged LXC container is: mounts made outside the user namespace carry
+/// locked flags (here a volume on a `nodev,nosuid,noexec` tmpfs) that a remount inside may
+/// not drop. The system binds, the chroot and a read-only volume must all work there.
+#[tokio::test]
+async fn in_a_user_namespace_read_only_volumes_keep_locked_flags() {
+    let Some(()) = prerequisites() else { return };
+    let script = r#"for last; do :; done; vol="${last%/*}/vol"
+        mount -t tmpfs -o nodev,nosuid,noexec tmpfs "$vol" || exit 99
+        exec unshare --user --map-root-user --mount --pid --fork --mount-proc --kill-child "$@""#;
+    let rig = Rig::start_with(
+        &["unshare", "--mount", "/bin/sh", "-c", script, "sh"],
+        json!({"oneshots": {"ro": {"image": "main",
+            "mounts": [{"volume": "v", "path": "/data", "readOnly": true}],
+            "command": ["/bin/sh", "-c", "echo x >/dev/null && /bin/busybox ls /data && ! echo x > /data/g"]}}}),
+    );
+    let s = rig
+        .until("ro done", |s| {
+            matches!(s.processes["ro"].state, State::Completed | State::Failed)
+        })
+        .await;
+    assert_eq!(
+        s.processes["ro"].state,
+        State::Completed,
+        "{}",
+        rig.log("ro")
+    );
+}
