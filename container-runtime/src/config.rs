@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The shortest crash restart delay accepted.
+pub const MIN_RESTART_MS: u64 = 10;
+
 /// Upper bound on `config.json`: a few hundred daemons fit in a small fraction of it.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -276,6 +279,13 @@ impl Config {
     /// Every reference resolves, ids are unique across oneshots and daemons, `requires`
     /// has no cycle, and each probe names exactly one kind.
     pub fn validate(&self) -> Result<(), String> {
+        // Zero would restart a crashing daemon in a tight loop, forking as fast as it can.
+        if self.restart.initial_ms < MIN_RESTART_MS {
+            return Err(format!("restart.initialMs must be at least {MIN_RESTART_MS}"));
+        }
+        if self.restart.max_ms < self.restart.initial_ms {
+            return Err("restart.maxMs must be at least restart.initialMs".into());
+        }
         if let Some(id) = self
             .oneshots
             .keys()
@@ -458,6 +468,8 @@ pub(crate) mod tests {
                 r#"{"images":{"i":"/r"},"daemons":{"a":{"image":"i","command":["a\u0000"]}}}"#,
                 "NUL",
             ),
+            (r#"{"images":{},"restart":{"initialMs":0}}"#, "restart.initialMs"),
+            (r#"{"images":{},"restart":{"initialMs":500,"maxMs":100}}"#, "restart.maxMs"),
         ] {
             let e = config(json).unwrap_err();
             assert!(e.contains(want), "{json}: {e}");
