@@ -281,7 +281,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         // Zero would restart a crashing daemon in a tight loop, forking as fast as it can.
         if self.restart.initial_ms < MIN_RESTART_MS {
-            return Err(format!("restart.initialMs must be at least {MIN_RESTART_MS}"));
+            return Err(format!(
+                "restart.initialMs must be at least {MIN_RESTART_MS}"
+            ));
         }
         if self.restart.max_ms < self.restart.initial_ms {
             return Err("restart.maxMs must be at least restart.initialMs".into());
@@ -468,8 +470,14 @@ pub(crate) mod tests {
                 r#"{"images":{"i":"/r"},"daemons":{"a":{"image":"i","command":["a\u0000"]}}}"#,
                 "NUL",
             ),
-            (r#"{"images":{},"restart":{"initialMs":0}}"#, "restart.initialMs"),
-            (r#"{"images":{},"restart":{"initialMs":500,"maxMs":100}}"#, "restart.maxMs"),
+            (
+                r#"{"images":{},"restart":{"initialMs":0}}"#,
+                "restart.initialMs",
+            ),
+            (
+                r#"{"images":{},"restart":{"initialMs":500,"maxMs":100}}"#,
+                "restart.maxMs",
+            ),
         ] {
             let e = config(json).unwrap_err();
             assert!(e.contains(want), "{json}: {e}");
