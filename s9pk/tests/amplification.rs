@@ -291,8 +291,5 @@ fn special_files_are_refused_without_blocking() {
         format!("{} is a fifo, not a regular file", fifo.display())
     );
     let e = Archive::open(Path::new("/dev/null"), &OpenOptions::default()).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "/dev/null is a character device, not a regular file"
-    );
+    assert_eq!(e.to_string(), "/dev/null is a character device, not a regular file");
 }

@@ -216,8 +216,7 @@ fn event_kind() -> Result<&'static KindInfo> {
 /// The store's own report about a file, if `event` is one: the kind and name it is about.
 fn file_report(event: &Object) -> Option<(&'static KindInfo, String)> {
     let res = Resource::<EventSpec>::from_object(event).ok()?;
-    let ours = res.spec.reporting_controller == "store"
-        && res.spec.reason == crds::condition::reasons::INVALID_FILE;
+    let ours = res.spec.reporting_controller == "store" && res.spec.reason == crds::condition::reasons::INVALID_FILE;
     let kind = kind_by_name(&res.spec.involved_object.kind)?;
     let name = res.spec.involved_object.name;
     (ours && event.metadata.name == invalid_file_event_name(kind, &name)).then_some((kind, name))
