@@ -1,0 +1,143 @@
+//! `start-container run` supervises a package's processes (PID 1 of its container);
+//! `start-container status` prints what it reports; `exec-in` is its own helper.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use container_runtime::config::{Config, DEFAULT_STATUS_FILE};
+use container_runtime::exec_in::{Bind, exec_in};
+use container_runtime::reaper::Reaper;
+use container_runtime::status::{StatusFile, read_status};
+use container_runtime::supervisor::Supervisor;
+
+#[derive(Debug, Parser)]
+#[command(name = "start-container", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Supervise the oneshots and daemons of CONFIG until SIGTERM, SIGINT or SIGPWR.
+    Run {
+        #[arg(long, default_value = "/etc/start-container/config.json")]
+        config: PathBuf,
+    },
+    /// Print the status file as JSON.
+    Status {
+        #[arg(long, default_value = DEFAULT_STATUS_FILE)]
+        file: PathBuf,
+    },
+    /// Run ARGV in ROOT (internal: how the supervisor chroots without `unsafe`).
+    #[command(hide = true)]
+    ExecIn {
+        #[arg(long)]
+        root: PathBuf,
+        /// JSON list of binds.
+        #[arg(long)]
+        binds: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        workdir: Option<String>,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Run { config } => run(config),
+        Cmd::Status { file } => {
+            let status = read_status(&file)?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        Cmd::ExecIn {
+            root,
+            binds,
+            user,
+            workdir,
+            argv,
+        } => {
+            let binds: Vec<Bind> = match binds {
+                Some(b) => serde_json::from_str(&b).context("exec-in --binds")?,
+                None => Vec::new(),
+            };
+            let e = exec_in(&root, &binds, user.as_deref(), workdir.as_deref(), &argv);
+            eprintln!("start-container: {e}");
+            std::process::exit(127);
+        }
+    }
+}
+
+fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = Config::load(&config_path)?;
+    for dir in [
+        config.log_dir.clone(),
+        config
+            .status_file
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    ] {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        }
+    }
+    // /proc/self/exe stays executable even when the binary on disk is replaced or removed
+    // (an update of the host's copy), so children always run this very supervisor.
+    let self_exe = match std::path::Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_owned(),
+        _ => std::env::current_exe().context("cannot find start-container's own path")?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        Reaper::become_subreaper();
+        let reaper = Arc::new(Reaper::default());
+        let sweeper = reaper.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sweeper.run().await {
+                tracing::error!(error = %e, "cannot reap children");
+            }
+        });
+        let report = StatusFile::new(config.status_file.clone());
+        let shared = Arc::new(config.clone());
+        let (spawner, prober) = container_runtime::real::real(self_exe, shared, reaper);
+        let shutdown = shutdown_signal()?;
+        Supervisor::new(config, spawner, prober, report)
+            .run(shutdown)
+            .await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// SIGTERM (`lxc-stop` with a stop signal, `kill`), SIGPWR (`lxc-stop`'s default halt
+/// signal) or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut pwr = signal(SignalKind::from_raw(
+        rustix::process::Signal::POWER.as_raw(),
+    ))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = pwr.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,283 @@
+//! `start-container exec-in`: the last step before a process runs. Spawning with `Command`
+//! cannot chroot without `unsafe` (`pre_exec`), so the supervisor spawns itself with this
+//! hidden subcommand, which binds the volumes, chroots into the image, resolves the user
+//! in the image's own `/etc/passwd` and replaces itself with the command. It runs single
+//! threaded (no runtime), which is what makes the mount-namespace `unshare` sound.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::mount::{MountFlags, MountPropagationFlags};
+use serde::{Deserialize, Serialize};
+
+/// `/etc/passwd` and `/etc/group` larger than this are refused rather than read.
+const MAX_ID_FILE_BYTES: u64 = 1 << 20;
+
+/// A volume bind, as passed on the `exec-in` command line (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// Absolute path inside the root.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecInError {
+    #[error("cannot bind {volume} at {target} in {root}: {message}")]
+    Bind {
+        volume: PathBuf,
+        target: String,
+        root: PathBuf,
+        message: String,
+    },
+    #[error("cannot enter root {root}: {source}")]
+    Chroot {
+        root: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot use workdir {workdir} in {root}: {source}")]
+    Workdir {
+        workdir: String,
+        root: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("user {user:?} in {root}: {message}")]
+    User {
+        user: String,
+        root: PathBuf,
+        message: String,
+    },
+    #[error("cannot run {command:?} in {root}: {source}")]
+    Exec {
+        command: String,
+        root: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Never returns on success (the process becomes `argv`).
+pub fn exec_in(
+    root: &Path,
+    binds: &[Bind],
+    user: Option<&str>,
+    workdir: Option<&str>,
+    argv: &[String],
+) -> ExecInError {
+    match prepare(root, binds, user, workdir) {
+        Err(e) => e,
+        Ok((uid, gid)) => {
+            let (program, args) = argv.split_first().expect("validated non-empty command");
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            // When started as root, std also drops the supplementary groups here.
+            if (uid, gid) != (0, 0) {
+                cmd.uid(uid).gid(gid);
+            }
+            ExecInError::Exec {
+                command: program.clone(),
+                root: root.to_owned(),
+                source: cmd.exec(),
+            }
+        }
+    }
+}
+
+fn prepare(
+    root: &Path,
+    binds: &[Bind],
+    user: Option<&str>,
+    workdir: Option<&str>,
+) -> Result<(u32, u32), ExecInError> {
+    bind_all(root, binds)?;
+    let chroot_err = |source| ExecInError::Chroot {
+        root: root.to_owned(),
+        source,
+    };
+    rustix::process::chroot(root).map_err(|e| chroot_err(e.into()))?;
+    std::env::set_current_dir("/").map_err(chroot_err)?;
+    let ids = match user {
+        None => (0, 0),
+        Some(u) => resolve_user(u).map_err(|message| ExecInError::User {
+            user: u.to_owned(),
+            root: root.to_owned(),
+            message,
+        })?,
+    };
+    let workdir = workdir.unwrap_or("/");
+    std::env::set_current_dir(workdir).map_err(|source| ExecInError::Workdir {
+        workdir: workdir.to_owned(),
+        root: root.to_owned(),
+        source,
+    })?;
+    Ok(ids)
+}
+
+/// The container's own file systems every process expects (`/dev/null`, `/proc/self`),
+/// bound where the image has a directory for them.
+const SYSTEM_BINDS: [&str; 3] = ["/dev", "/proc", "/sys"];
+
+fn bind_all(root: &Path, binds: &[Bind]) -> Result<(), ExecInError> {
+    let err = |source: &Path, target: &str, message: String| ExecInError::Bind {
+        volume: source.to_owned(),
+        target: target.to_owned(),
+        root: root.to_owned(),
+        message,
+    };
+    // A private mount namespace: the binds are this process's alone and vanish with it.
+    #[allow(deprecated)]
+    rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
+        .map_err(|e| err(root, "/", format!("unshare: {e}")))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| err(root, "/", format!("make / private: {e}")))?;
+    let real_root = std::fs::canonicalize(root).map_err(|e| err(root, "/", e.to_string()))?;
+    for dir in SYSTEM_BINDS {
+        let target = real_root.join(&dir[1..]);
+        // Only a real directory: a symlink here is the image's, not a mount point.
+        let is_dir = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            rustix::mount::mount_bind_recursive(dir, &target)
+                .map_err(|e| err(Path::new(dir), dir, e.to_string()))?;
+        }
+    }
+    for b in binds {
+        bind_volume(&real_root, b).map_err(|m| err(&b.source, &b.target, m))?;
+    }
+    Ok(())
+}
+
+fn bind_volume(real_root: &Path, b: &Bind) -> Result<(), String> {
+    // The image is the package author's: a mount point that is a symlink must not lead
+    // the bind outside the image.
+    let target = std::fs::canonicalize(real_root.join(b.target.trim_start_matches('/')))
+        .map_err(|e| e.to_string())?;
+    if !target.starts_with(real_root) {
+        return Err("mount point leads outside the root".into());
+    }
+    rustix::mount::mount_bind(&b.source, &target).map_err(|e| e.to_string())?;
+    if b.read_only {
+        let flags = MountFlags::BIND | MountFlags::RDONLY | kept_flags(&target)?;
+        rustix::mount::mount_remount(&target, flags, "").map_err(|e| format!("read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The bound mount's own access flags. A remount sets all of them at once, and in a user
+/// namespace (an unprivileged container) the kernel refuses one that would drop a flag
+/// locked by the mount's creator outside, such as `nodev` on the host's volume mount.
+fn kept_flags(target: &Path) -> Result<MountFlags, String> {
+    use rustix::fs::StatVfsMountFlags as St;
+    let now = rustix::fs::statvfs(target)
+        .map_err(|e| format!("statvfs: {e}"))?
+        .f_flag;
+    let pairs = [
+        (St::NOSUID, MountFlags::NOSUID),
+        (St::NODEV, MountFlags::NODEV),
+        (St::NOEXEC, MountFlags::NOEXEC),
+        (St::NOATIME, MountFlags::NOATIME),
+        (St::NODIRATIME, MountFlags::NODIRATIME),
+        (St::RELATIME, MountFlags::RELATIME),
+    ];
+    Ok(pairs
+        .into_iter()
+        .filter(|(st, _)| now.contains(*st))
+        .fold(MountFlags::empty(), |acc, (_, m)| acc | m))
+}
+
+/// `name`, `uid`, `uid:gid`, `name:gid` or `name:group`, looked up in the current root's
+/// `/etc/passwd` and `/etc/group`.
+pub fn resolve_user(spec: &str) -> Result<(u32, u32), String> {
+    resolve_user_from(
+        spec,
+        &read_id_file("/etc/passwd")?,
+        &read_id_file("/etc/group")?,
+    )
+}
+
+/// A numeric uid missing from `passwd` gets its own number as gid (never root's group by
+/// default).
+pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    let (user, group_spec) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        let (uid, gid) = (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);
+        (f[0] == user || user.parse() == Ok(uid)).then_some((uid, gid))
+    });
+    let (uid, primary) = match (user.parse::<u32>(), entry) {
+        (_, Some(e)) => e,
+        (Ok(uid), None) => (uid, uid),
+        (Err(_), None) => return Err("no such user in /etc/passwd".into()),
+    };
+    let gid = match group_spec {
+        None => primary,
+        Some(g) => match g.parse() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f[0] == g).then(|| f.get(2)?.parse().ok()).flatten()
+                })
+                .ok_or("no such group in /etc/group")?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// A missing file is empty (a minimal image has no `/etc/passwd`); a FIFO in its place is
+/// refused rather than waited on.
+fn read_id_file(path: &str) -> Result<String, String> {
+    match fsio::open_regular(path).and_then(|f| f.read_limited(MAX_ID_FILE_BYTES)) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8")),
+        Err(e) if e.is_not_found() => Ok(String::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_user_from;
+
+    #[test]
+    fn a_fifo_passwd_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("passwd");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let path = fifo.to_str().unwrap().to_owned();
+        let e = crate::config::tests::within_seconds(move || super::read_id_file(&path));
+        assert!(e.unwrap_err().contains("fifo"));
+    }
+
+    #[test]
+    fn users_resolve_by_name_number_and_group() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\n";
+        for (spec, want) in [
+            ("www", Ok((33, 34))),
+            ("33", Ok((33, 34))),
+            ("1000", Ok((1000, 1000))),
+            ("1000:5", Ok((1000, 5))),
+            ("www:staff", Ok((33, 50))),
+            ("nobody", Err("no such user in /etc/passwd".to_owned())),
+            ("www:nogroup", Err("no such group in /etc/group".to_owned())),
+        ] {
+            assert_eq!(resolve_user_from(spec, passwd, group), want, "{spec}");
+        }
+    }
+}
