@@ -71,19 +71,52 @@ pub fn exec_in(
         Err(e) => e,
         Ok((uid, gid)) => {
             let (program, args) = argv.split_first().expect("validated non-empty command");
-            let mut cmd = Command::new(program);
-            cmd.args(args);
-            // When started as root, std also drops the supplementary groups here.
-            if (uid, gid) != (0, 0) {
-                cmd.uid(uid).gid(gid);
+            if let Err(source) = become_user(uid, gid).and_then(|()| die_with_supervisor()) {
+                return ExecInError::Exec {
+                    command: program.clone(),
+                    root: root.to_owned(),
+                    source,
+                };
             }
             ExecInError::Exec {
                 command: program.clone(),
                 root: root.to_owned(),
-                source: cmd.exec(),
+                source: Command::new(program).args(args).exec(),
             }
         }
     }
+}
+
+/// Drops to `uid`/`gid` with no supplementary groups. Done here rather than by `Command`,
+/// so that the parent-death signal can be armed after it: changing credentials clears it.
+/// The calls change the calling thread only; `exec-in` has no other thread.
+fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    if (uid, gid) == (0, 0) {
+        return Ok(());
+    }
+    let (uid, gid) = (
+        rustix::process::Uid::from_raw(uid),
+        rustix::process::Gid::from_raw(gid),
+    );
+    rustix::thread::set_thread_groups(&[])?;
+    rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+    rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    Ok(())
+}
+
+/// The process is killed when the supervisor that spawned it ends, however it ends. Inside
+/// a container the supervisor is PID 1 and the kernel does this anyway; outside one (a
+/// supervisor killed in a test, or run by hand) nothing else would.
+fn die_with_supervisor() -> std::io::Result<()> {
+    let supervisor = rustix::process::getppid();
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    // The supervisor may have ended before the signal was armed: then it never comes.
+    if rustix::process::getppid() != supervisor {
+        return Err(std::io::Error::other(
+            "the supervisor ended before the command started",
+        ));
+    }
+    Ok(())
 }
 
 fn prepare(

@@ -321,6 +321,36 @@ async fn sigterm_stops_in_reverse_order_and_kills_what_ignores_it() {
     assert!(s.processes.values().all(|p| p.state == State::Stopped));
 }
 
+/// Outside a PID namespace nothing kills the daemons of a supervisor that dies, unless they
+/// were set to die with it: a killed supervisor must not leave them running.
+#[tokio::test]
+async fn daemons_die_with_a_killed_supervisor() {
+    let Some(()) = prerequisites() else { return };
+    let mut rig = Rig::start(json!({
+        "daemons": {
+            "root-daemon": {"image": "main", "command": bb("sleep 1000")},
+            "user-daemon": {"image": "main", "user": "app", "command": bb("sleep 1000")}
+        }
+    }));
+    let s = rig
+        .until("both running", |s| s.processes.values().all(|p| p.ready))
+        .await;
+    let pids: Vec<u32> = s.processes.values().filter_map(|p| p.pid).collect();
+    assert_eq!(pids.len(), 2);
+    rig.child.kill().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in pids {
+        // A zombie (state Z) is gone as far as anyone can tell: its parent was killed.
+        while proc_field(pid, "State:").is_some_and(|state| !state.starts_with('Z')) {
+            assert!(
+                Instant::now() < deadline,
+                "daemon {pid} outlived its supervisor"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn orphans_are_reaped_and_logs_stay_bounded() {
     let Some(()) = prerequisites() else { return };
