@@ -830,7 +830,7 @@ async fn watch_streams_ndjson() {
 async fn watch_gone_mid_stream_is_an_error_event() {
     let s = TestServer::start(100).await;
     s.json("POST", PACKAGES, JSON, &package_json("one")).await;
-    s.store.fail_next_watch_after(1);
+    s.fail_next_watch_after(1);
     let (code, _, body) = s
         .send("GET", &format!("{PACKAGES}?watch=1"), &[], Bytes::new())
         .await;
@@ -846,7 +846,7 @@ async fn watch_gone_mid_stream_is_an_error_event() {
     assert_status(&lines[1]["object"], 410, "Expired");
 
     // The HTTP store turns it into Err(Gone) and ends the stream.
-    s.store.fail_next_watch_after(1);
+    s.fail_next_watch_after(1);
     let mut st = s
         .http
         .watch(Some(kind_by_name("Package").unwrap()), None)

@@ -175,7 +175,7 @@ async fn dump_then_patches_keep_clients_in_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gone_store_watch_sends_a_fresh_dump() {
     let s = TestServer::start(100).await;
-    s.store.fail_next_watch_after(1);
+    s.fail_next_watch_after(1);
     let mut ws = connect(&s).await;
     let dump = next(&mut ws).await.unwrap();
     assert_eq!(dump["model"]["packages"], json!({}));

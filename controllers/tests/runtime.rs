@@ -32,7 +32,9 @@ use crds::{
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use store::{
     Clock, Deleted, EventType, MemoryStore, ObjectList, Patch, Preconditions, Store, Subresource,
-    WatchStream, WriteOptions, conformance::package,
+    WriteOptions,
+    conformance::package,
+    intercept::{Intercept, Intercepted},
 };
 use tokio::{
     sync::{Barrier, Notify, watch},
@@ -76,63 +78,56 @@ fn config() -> Config {
 // ---------------------------------------------------------------------------------------
 // A store that can hold back a list, and counts status writes.
 
+type TestStore = Intercepted<MemoryStore, Holds>;
+
 #[derive(Debug)]
-struct TestStore {
-    inner: MemoryStore,
+struct Holds {
     /// `list` of this kind waits until `open_list` (to prove the readiness gate).
     hold_list: Option<&'static str>,
     list_open: watch::Sender<bool>,
     status_writes: AtomicUsize,
 }
 
-impl TestStore {
-    fn new(hold_list: Option<&'static str>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryStore::default(),
-            hold_list,
-            list_open: watch::channel(false).0,
-            status_writes: AtomicUsize::new(0),
-        })
-    }
+fn test_store(hold_list: Option<&'static str>) -> Arc<TestStore> {
+    let holds = Holds {
+        hold_list,
+        list_open: watch::channel(false).0,
+        status_writes: AtomicUsize::new(0),
+    };
+    Arc::new(Intercepted::new(MemoryStore::default(), holds))
+}
 
-    fn open_list(&self) {
-        self.list_open.send_replace(true);
-    }
+fn open_list(store: &TestStore) {
+    store.hooks.list_open.send_replace(true);
+}
 
-    fn status_writes(&self) -> usize {
-        self.status_writes.load(SeqCst)
-    }
+fn status_writes(store: &TestStore) -> usize {
+    store.hooks.status_writes.load(SeqCst)
 }
 
 #[async_trait]
-impl Store for TestStore {
-    async fn get(&self, kind: &'static KindInfo, name: &str) -> store::Result<Object> {
-        self.inner.get(kind, name).await
-    }
-
-    async fn list(&self, kind: &'static KindInfo) -> store::Result<ObjectList> {
+impl Intercept for Holds {
+    async fn list(&self, inner: &dyn Store, kind: &'static KindInfo) -> store::Result<ObjectList> {
         if self.hold_list == Some(kind.kind) {
             let mut open = self.list_open.subscribe();
             let _ = open.wait_for(|open| *open).await;
         }
-        self.inner.list(kind).await
+        inner.list(kind).await
     }
 
-    async fn create(&self, obj: Object, opts: &WriteOptions) -> store::Result<Object> {
-        self.inner.create(obj, opts).await
-    }
-
-    async fn update(&self, obj: Object, opts: &WriteOptions) -> store::Result<Object> {
-        self.inner.update(obj, opts).await
-    }
-
-    async fn update_status(&self, obj: Object, opts: &WriteOptions) -> store::Result<Object> {
+    async fn update_status(
+        &self,
+        inner: &dyn Store,
+        obj: Object,
+        opts: &WriteOptions,
+    ) -> store::Result<Object> {
         self.status_writes.fetch_add(1, SeqCst);
-        self.inner.update_status(obj, opts).await
+        inner.update_status(obj, opts).await
     }
 
     async fn patch(
         &self,
+        inner: &dyn Store,
         kind: &'static KindInfo,
         name: &str,
         patch: Patch,
@@ -142,29 +137,7 @@ impl Store for TestStore {
         if sub == Subresource::Status {
             self.status_writes.fetch_add(1, SeqCst);
         }
-        self.inner.patch(kind, name, patch, sub, opts).await
-    }
-
-    async fn delete(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        pre: &Preconditions,
-        opts: &WriteOptions,
-    ) -> store::Result<Deleted> {
-        self.inner.delete(kind, name, pre, opts).await
-    }
-
-    async fn watch(
-        &self,
-        kind: Option<&'static KindInfo>,
-        since: Option<&str>,
-    ) -> store::Result<WatchStream> {
-        self.inner.watch(kind, since).await
-    }
-
-    async fn reveal_secret(&self, name: &str) -> store::Result<crds::kinds::SecretSpec> {
-        self.inner.reveal_secret(name).await
+        inner.patch(kind, name, patch, sub, opts).await
     }
 }
 
@@ -560,7 +533,7 @@ impl Harness {
                     .await;
             }
             Step::Release(k) => self.fake.release(k),
-            Step::OpenList => self.store.open_list(),
+            Step::OpenList => open_list(&self.store),
             Step::Begin => self.shutdown.begin(),
             Step::ForceAfter(s) => self.shutdown.force_after(secs(s)),
             Step::Force => self.shutdown.force(),
@@ -708,7 +681,7 @@ async fn check(s: Scenario) -> Checked {
     for (key, acts) in s.scripts {
         fake.script(key, acts);
     }
-    let store = TestStore::new(s.hold_list);
+    let store = test_store(s.hold_list);
     let mut h = Harness::start(store, s.objects, s.owns, s.config, fake).await;
     for (i, step) in s.steps.into_iter().enumerate() {
         h.step(i, step).await;
@@ -1128,7 +1101,7 @@ async fn stalled_is_recorded_even_after_the_reconciler_wrote_status() {
     };
     let fake = Fake::new(Some(body));
     fake.script("p", vec![Act::Body]);
-    let store = TestStore::new(None);
+    let store = test_store(None);
     let mut h = Harness::start(store.clone(), &["p"], &[], config(), fake.clone()).await;
     fake.wait_until("two calls", |r| r.ended() >= 2).await;
     tokio::time::sleep(secs(HOUR)).await;
@@ -1179,7 +1152,7 @@ async fn stalled_belongs_to_the_controller_it_names_not_to_a_message_prefix() {
     // Which controller stalled is data on the condition. A message is for people: reworded,
     // it must not keep the stalled controller from clearing its own `Stalled`; starting
     // with another controller's name, it must not let that one clear it.
-    let store = TestStore::new(None);
+    let store = test_store(None);
     for name in ["mine", "theirs"] {
         store
             .create(package(name, "^1.0"), W)
@@ -1238,7 +1211,7 @@ async fn backoff_delays_stay_within_the_jitter_bounds() {
         concurrency: 20,
         ..config()
     };
-    let mut h = Harness::start(TestStore::new(None), &names, &[], cfg, fake.clone()).await;
+    let mut h = Harness::start(test_store(None), &names, &[], cfg, fake.clone()).await;
     fake.wait_until("every key to finish its script", |r| r.ended() >= 20 * 11)
         .await;
     h.stop().await;
@@ -1276,14 +1249,7 @@ async fn resync_runs_every_key_again_around_the_interval() {
         resync: Some(secs(60.0)),
         ..config()
     };
-    let mut h = Harness::start(
-        TestStore::new(None),
-        &["a", "b", "c"],
-        &[],
-        cfg,
-        fake.clone(),
-    )
-    .await;
+    let mut h = Harness::start(test_store(None), &["a", "b", "c"], &[], cfg, fake.clone()).await;
     tokio::time::sleep(secs(200.0)).await;
     h.stop().await;
     let first = fake.calls_of("a");
@@ -1578,7 +1544,7 @@ async fn finalizer_is_added_before_apply_and_only_ours_is_removed() {
     let log = Log::default();
     let fake = Fake::new(Some(finalizing(OURS, log.clone(), None)));
     fake.script("p", vec![Act::Body]);
-    let store = TestStore::new(None);
+    let store = test_store(None);
     store
         .create(with_finalizers("p", &[PERSON]), W)
         .await
@@ -1631,7 +1597,7 @@ async fn cleanup_runs_even_when_apply_never_did() {
     let log = Log::default();
     let fake = Fake::new(Some(finalizing(OURS, log.clone(), None)));
     fake.script("p", vec![Act::Body]);
-    let store = TestStore::new(None);
+    let store = test_store(None);
     store
         .create(with_finalizers("p", &[OURS]), W)
         .await
@@ -1657,7 +1623,7 @@ async fn racing_writers_never_lose_a_finalizer() {
     // on a fresh copy. Then both controllers clean up at once, again from one copy.
     const A: &str = "a.startos.dev/cleanup";
     const B: &str = "b.startos.dev/cleanup";
-    let store = TestStore::new(None);
+    let store = test_store(None);
     let created = store
         .create(with_finalizers("p", &[PERSON]), W)
         .await
@@ -1845,12 +1811,12 @@ async fn status_only_on_change(helper: Helper) {
     let (ready, calls) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
     let fake = Fake::new(Some(reporting(helper, ready.clone(), calls.clone())));
     fake.script("p", vec![Act::Body]);
-    let store = TestStore::new(None);
+    let store = test_store(None);
     let mut h = Harness::start(store.clone(), &["p"], &[], config(), fake.clone()).await;
     fake.wait_until("six calls", |r| r.ended() >= 6).await;
     let ready_of = |o: &Object| find_condition(&o.conditions(), "Ready").cloned();
     assert_eq!(
-        store.status_writes(),
+        status_writes(&store),
         1,
         "{helper:?}: one write for one status"
     );
@@ -1872,7 +1838,7 @@ async fn status_only_on_change(helper: Helper) {
     let flip = calls.load(SeqCst) + 1;
     fake.wait_until("three more calls", |r| r.ended() >= 9)
         .await;
-    assert_eq!(store.status_writes(), 2, "{helper:?}");
+    assert_eq!(status_writes(&store), 2, "{helper:?}");
     let cond = ready_of(&store.get(pkg(), "p").await.expect("get")).expect("Ready");
     assert_eq!(cond.status, ConditionStatus::False);
     assert_eq!(cond.last_transition_time, stamp(flip));
@@ -1894,7 +1860,7 @@ async fn conditions_are_written_only_when_they_change() {
 
 #[tokio::test(start_paused = true)]
 async fn identical_events_fold_into_one_series() {
-    let store: Arc<dyn Store> = TestStore::new(None);
+    let store: Arc<dyn Store> = test_store(None);
     let p = store.create(package("p", "^1.0"), W).await.expect("create");
     let q = store.create(package("q", "^1.0"), W).await.expect("create");
     let recorder = Recorder::new(store.clone(), "test", Clock::system());
@@ -1976,7 +1942,7 @@ async fn events_and_stalled_are_stamped_by_the_injected_clock() {
         .with_ymd_and_hms(2001, 2, 3, 4, 5, 6)
         .single()
         .expect("a valid time");
-    let store = TestStore::new(None);
+    let store = test_store(None);
     store.create(package("p", "^1.0"), W).await.expect("create");
     let shutdown = Shutdown::new();
     let controller = Controller::for_kind("clocked", pkg(), store.clone())

@@ -27,6 +27,8 @@ mod watch;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod intercept;
 
 use std::sync::Arc;
 

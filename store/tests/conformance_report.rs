@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use crds::{KindInfo, Object, kinds::SecretSpec};
 use futures::FutureExt;
 use store::{
-    Deleted, EngineConfig, MemoryStore, ObjectList, Patch, Preconditions, Result, Store,
-    StoreError, Subresource, WatchStream, WriteOptions, conformance::run_all,
+    EngineConfig, MemoryStore, Result, Store, StoreError,
+    conformance::run_all,
+    intercept::{Intercept, Intercepted},
 };
 
 const HISTORY: usize = 64;
@@ -16,68 +17,31 @@ const HISTORY: usize = 64;
 /// A memory store with two unrelated defects: `get` loses one object the first check
 /// creates, and `reveal_secret` is down.
 #[derive(Debug)]
-struct Broken(MemoryStore);
+struct Broken;
 
 #[async_trait]
-impl Store for Broken {
-    async fn get(&self, kind: &'static KindInfo, name: &str) -> Result<Object> {
+impl Intercept for Broken {
+    async fn get(&self, inner: &dyn Store, kind: &'static KindInfo, name: &str) -> Result<Object> {
         if name == "c-one" {
             return Err(StoreError::NotFound {
                 kind: kind.kind.to_owned(),
                 name: name.to_owned(),
             });
         }
-        self.0.get(kind, name).await
+        inner.get(kind, name).await
     }
-    async fn list(&self, kind: &'static KindInfo) -> Result<ObjectList> {
-        self.0.list(kind).await
-    }
-    async fn create(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.0.create(obj, opts).await
-    }
-    async fn update(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.0.update(obj, opts).await
-    }
-    async fn update_status(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.0.update_status(obj, opts).await
-    }
-    async fn patch(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        patch: Patch,
-        sub: Subresource,
-        opts: &WriteOptions,
-    ) -> Result<Object> {
-        self.0.patch(kind, name, patch, sub, opts).await
-    }
-    async fn delete(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        pre: &Preconditions,
-        opts: &WriteOptions,
-    ) -> Result<Deleted> {
-        self.0.delete(kind, name, pre, opts).await
-    }
-    async fn watch(
-        &self,
-        kind: Option<&'static KindInfo>,
-        since: Option<&str>,
-    ) -> Result<WatchStream> {
-        self.0.watch(kind, since).await
-    }
-    async fn reveal_secret(&self, _name: &str) -> Result<SecretSpec> {
+    async fn reveal_secret(&self, _inner: &dyn Store, _name: &str) -> Result<SecretSpec> {
         Err(StoreError::Unavailable("the secret vault is down".into()))
     }
 }
 
 #[tokio::test]
 async fn every_failing_check_is_reported_not_just_the_first() {
-    let store = Broken(MemoryStore::new(EngineConfig {
+    let memory = MemoryStore::new(EngineConfig {
         history_limit: HISTORY,
         ..EngineConfig::default()
-    }));
+    });
+    let store = Intercepted::new(memory, Broken);
     let outcome = AssertUnwindSafe(run_all(&store, HISTORY))
         .catch_unwind()
         .await;

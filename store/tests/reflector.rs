@@ -10,11 +10,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use crds::{KindInfo, Object, kinds::SecretSpec};
+use crds::{KindInfo, Object};
 use store::{
-    Deleted, EventType, MemoryStore, ObjectList, Patch, Preconditions, Result, Store, Subresource,
-    WatchEvent, WatchStream, WriteOptions,
+    EventType, MemoryStore, ObjectList, Result, Store, WatchEvent, WriteOptions,
     conformance::package,
+    intercept::{Intercept, Intercepted},
     reflector::{Retry, Scope, Sink, reflect},
 };
 use tokio::sync::watch;
@@ -25,59 +25,17 @@ const W: &WriteOptions = &WriteOptions { dry_run: false };
 /// `Registry`, a kind listed before `Package`.
 #[derive(Debug, Default)]
 struct WritesBetweenLists {
-    inner: MemoryStore,
     wrote: AtomicBool,
 }
 
 #[async_trait]
-impl Store for WritesBetweenLists {
-    async fn get(&self, kind: &'static KindInfo, name: &str) -> Result<Object> {
-        self.inner.get(kind, name).await
-    }
-    async fn list(&self, kind: &'static KindInfo) -> Result<ObjectList> {
-        let list = self.inner.list(kind).await?;
+impl Intercept for WritesBetweenLists {
+    async fn list(&self, inner: &dyn Store, kind: &'static KindInfo) -> Result<ObjectList> {
+        let list = inner.list(kind).await?;
         if kind.kind == "Registry" && !self.wrote.swap(true, SeqCst) {
-            self.inner.create(package("late", "^1.0"), W).await?;
+            inner.create(package("late", "^1.0"), W).await?;
         }
         Ok(list)
-    }
-    async fn create(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.inner.create(obj, opts).await
-    }
-    async fn update(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.inner.update(obj, opts).await
-    }
-    async fn update_status(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.inner.update_status(obj, opts).await
-    }
-    async fn patch(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        patch: Patch,
-        sub: Subresource,
-        opts: &WriteOptions,
-    ) -> Result<Object> {
-        self.inner.patch(kind, name, patch, sub, opts).await
-    }
-    async fn delete(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        pre: &Preconditions,
-        opts: &WriteOptions,
-    ) -> Result<Deleted> {
-        self.inner.delete(kind, name, pre, opts).await
-    }
-    async fn watch(
-        &self,
-        kind: Option<&'static KindInfo>,
-        since: Option<&str>,
-    ) -> Result<WatchStream> {
-        self.inner.watch(kind, since).await
-    }
-    async fn reveal_secret(&self, name: &str) -> Result<SecretSpec> {
-        self.inner.reveal_secret(name).await
     }
 }
 
@@ -114,7 +72,10 @@ async fn an_event_the_later_list_showed_is_not_applied_again() {
         position("Registry") < position("Package"),
         "the write must land between the two lists"
     );
-    let store = Arc::new(WritesBetweenLists::default());
+    let store = Arc::new(Intercepted::new(
+        MemoryStore::default(),
+        WritesBetweenLists::default(),
+    ));
     store
         .create(package("early", "^1.0"), W)
         .await

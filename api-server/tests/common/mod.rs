@@ -13,93 +13,47 @@ use api_client::{Endpoint, HttpStore};
 use api_server::{AppState, auth::Auth};
 use async_trait::async_trait;
 use bytes::Bytes;
-use crds::{KindInfo, Object, kinds::SecretSpec};
+use crds::KindInfo;
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use store::{
-    Clock, Deleted, EngineConfig, MemoryStore, ObjectList, Patch, Preconditions, Result, Store,
-    StoreError, Subresource, WatchStream, WriteOptions,
+    Clock, EngineConfig, MemoryStore, Result, Store, StoreError, WatchStream,
+    intercept::{Intercept, Intercepted},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A MemoryStore whose next watch can be made to fail with `Gone` after some events.
-#[derive(Debug)]
-pub struct FlakyStore {
-    pub inner: MemoryStore,
-    gone_after: Mutex<Option<usize>>,
+pub type FlakyStore = Intercepted<MemoryStore, GoneAfter>;
+
+/// A memory store with `history_limit` that stamps objects with `clock`.
+pub fn flaky_store(history_limit: usize, clock: Clock) -> FlakyStore {
+    let memory = MemoryStore::new(EngineConfig {
+        history_limit,
+        clock,
+        ..Default::default()
+    });
+    Intercepted::new(memory, GoneAfter::default())
 }
 
-impl FlakyStore {
-    pub fn new(history_limit: usize) -> Self {
-        Self::with_clock(history_limit, Clock::system())
-    }
-
-    /// A store that stamps objects with `clock`.
-    pub fn with_clock(history_limit: usize, clock: Clock) -> Self {
-        Self {
-            inner: MemoryStore::new(EngineConfig {
-                history_limit,
-                clock,
-                ..Default::default()
-            }),
-            gone_after: Mutex::new(None),
-        }
-    }
-
-    /// The next watch yields `n` events and then `Gone`.
-    pub fn fail_next_watch_after(&self, n: usize) {
-        *self.gone_after.lock().unwrap() = Some(n);
-    }
-}
+/// Arms the next watch to yield some events and then `Gone`.
+#[derive(Debug, Default)]
+pub struct GoneAfter(Mutex<Option<usize>>);
 
 #[async_trait]
-impl Store for FlakyStore {
-    async fn get(&self, kind: &'static KindInfo, name: &str) -> Result<Object> {
-        self.inner.get(kind, name).await
-    }
-    async fn list(&self, kind: &'static KindInfo) -> Result<ObjectList> {
-        self.inner.list(kind).await
-    }
-    async fn create(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.inner.create(obj, opts).await
-    }
-    async fn update(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.inner.update(obj, opts).await
-    }
-    async fn update_status(&self, obj: Object, opts: &WriteOptions) -> Result<Object> {
-        self.inner.update_status(obj, opts).await
-    }
-    async fn patch(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        patch: Patch,
-        sub: Subresource,
-        opts: &WriteOptions,
-    ) -> Result<Object> {
-        self.inner.patch(kind, name, patch, sub, opts).await
-    }
-    async fn delete(
-        &self,
-        kind: &'static KindInfo,
-        name: &str,
-        pre: &Preconditions,
-        opts: &WriteOptions,
-    ) -> Result<Deleted> {
-        self.inner.delete(kind, name, pre, opts).await
-    }
+impl Intercept for GoneAfter {
     async fn watch(
         &self,
+        inner: &dyn Store,
         kind: Option<&'static KindInfo>,
         since: Option<&str>,
     ) -> Result<WatchStream> {
-        let stream = self.inner.watch(kind, since).await?;
-        let armed = self.gone_after.lock().unwrap().take();
+        let stream = inner.watch(kind, since).await?;
+        let armed = self.0.lock().unwrap().take();
         Ok(match armed {
             None => stream,
             Some(n) => stream
@@ -113,9 +67,6 @@ impl Store for FlakyStore {
                 .boxed(),
         })
     }
-    async fn reveal_secret(&self, name: &str) -> Result<SecretSpec> {
-        self.inner.reveal_secret(name).await
-    }
 }
 
 pub struct TestServer {
@@ -127,13 +78,23 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The store's next watch yields `n` events and then `Gone`.
+    pub fn fail_next_watch_after(&self, n: usize) {
+        *self.store.hooks.0.lock().unwrap() = Some(n);
+    }
+
     /// A server whose every request is trusted (as on the Unix socket).
     pub async fn start(history_limit: usize) -> Self {
         Self::start_with(history_limit, true).await
     }
 
     pub async fn start_with(history_limit: usize, trusted: bool) -> Self {
-        Self::start_on(FlakyStore::new(history_limit), Clock::system(), trusted).await
+        Self::start_on(
+            flaky_store(history_limit, Clock::system()),
+            Clock::system(),
+            trusted,
+        )
+        .await
     }
 
     /// A trusted server whose store stamps objects with `store_clock` and whose API reads
@@ -143,7 +104,7 @@ impl TestServer {
         store_clock: Clock,
         api_clock: Clock,
     ) -> Self {
-        let store = FlakyStore::with_clock(history_limit, store_clock);
+        let store = flaky_store(history_limit, store_clock);
         Self::start_on(store, api_clock, true).await
     }
 
