@@ -9,7 +9,9 @@
 //! Invariant: controllers talk to each other only through resources in the store, write only
 //! status and the derived kinds they own, and never serve HTTP.
 
+pub mod archives;
 pub mod gc;
+pub mod layout;
 pub mod registry;
 pub mod runtime;
 pub mod validity;

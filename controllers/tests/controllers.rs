@@ -46,7 +46,9 @@ fn object(kind: &str, name: &str, spec: Value) -> Object {
 fn spec_of(kind: &str, name: &str) -> Value {
     match kind {
         "Package" => json!({"source": {"registry": "default", "version": "^1.0"}, "running": true}),
-        "Container" => json!({"package": name, "rootHash": "sha256:00", "running": true}),
+        "Container" => {
+            json!({"package": name, "rootHash": format!("sha256:{}", "0".repeat(64)), "running": true})
+        }
         "Volume" => json!({"package": name, "volumeId": "main"}),
         "Registry" => json!({"directory": "/srv/registry"}),
         // Only summarized, never stored: the shape does not matter.

@@ -72,6 +72,45 @@ pub mod reasons {
     pub const DIRECTORY_UNREADABLE: &str = "DirectoryUnreadable";
     /// `Scanned=False`: the registry names a source this build cannot read (an HTTP URL).
     pub const UNSUPPORTED_SOURCE: &str = "UnsupportedSource";
+
+    // Packages and their containers.
+    /// `Installed=False`: the archive is being fetched, verified or prepared.
+    pub const INSTALLING: &str = "Installing";
+    /// `Installed=True`.
+    pub const INSTALLED: &str = "Installed";
+    /// `Installed=False`: the source (a registry, a version in it, a file) is not there.
+    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
+    /// `Installed=False`: the archive fails verification (tampered, wrong root hash,
+    /// untrusted signer).
+    pub const ARCHIVE_REJECTED: &str = "ArchiveRejected";
+    /// `Installed=False`: a member this architecture needs is missing (filtered out).
+    pub const MEMBER_MISSING: &str = "MemberMissing";
+    /// `Installed=False`: the manifest does not describe a package that can run.
+    pub const MANIFEST_INVALID: &str = "ManifestInvalid";
+    /// `Running=False`: the container or its daemons are starting.
+    pub const STARTING: &str = "Starting";
+    /// `Running=True`.
+    pub const RUNNING: &str = "Running";
+    /// `Running=False`: `spec.running` is false and nothing runs.
+    pub const STOPPED: &str = "Stopped";
+    /// `Running=False`: the container could not be made, mounted or started.
+    pub const CONTAINER_FAILED: &str = "ContainerFailed";
+    /// `Running=False`: a critical task must be done before the package starts.
+    pub const BLOCKED_BY_TASK: &str = "BlockedByTask";
+    /// `Running=False`: a dependency is not in the state this package needs.
+    pub const WAITING_FOR_DEPENDENCIES: &str = "WaitingForDependencies";
+    /// `Healthy=True`: every daemon is ready.
+    pub const HEALTHY: &str = "Healthy";
+    /// `Healthy=False`: a daemon's probe fails, or a process keeps crashing.
+    pub const UNHEALTHY: &str = "Unhealthy";
+    /// `DependenciesSatisfied=True`.
+    pub const DEPENDENCIES_SATISFIED: &str = "DependenciesSatisfied";
+    /// `DependenciesSatisfied=False`: a dependency is missing, stopped or unhealthy.
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    /// `TasksPending=True`.
+    pub const TASKS_OUTSTANDING: &str = "TasksOutstanding";
+    /// `TasksPending=False`.
+    pub const NO_TASKS: &str = "NoTasks";
 }
 
 /// What `Ready` means for a kind, as data next to the kind (see `Spec::READINESS`): which

@@ -21,9 +21,6 @@ use std::{
 use base64::Engine as _;
 use crds::{kinds::MAX_ICON_BYTES, version::Version};
 
-/// The largest `manifest.json` read into memory.
-const MANIFEST_LIMIT: u64 = 1024 * 1024;
-
 /// The icon member names a package may carry, with their media types.
 const ICONS: &[(&str, &str)] = &[
     ("icon.png", "image/png"),
@@ -189,14 +186,7 @@ fn inspect(opened: fsio::OpenFile, size: u64) -> Result<ArchiveInfo, String> {
     let archive = s9pk::Archive::from_opened(opened, &s9pk::OpenOptions::default())
         .map_err(|e| e.to_string())?;
     archive.verify_all(1, &|_| {}).map_err(|e| e.to_string())?;
-    let bytes = archive
-        .read_to_vec("manifest.json", MANIFEST_LIMIT)
-        .map_err(|e| format!("manifest.json: {e}"))?;
-    let manifest: sdk::Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("manifest.json: {e}"))?;
-    manifest
-        .validate()
-        .map_err(|e| format!("manifest.json: {e}"))?;
+    let manifest = crate::archives::read_manifest(&archive).map_err(|e| e.to_string())?;
     let version: Version = manifest
         .version
         .parse()

@@ -25,6 +25,42 @@ impl SecretRef {
     }
 }
 
+/// Resource limits of one package's container. Unset fields are unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// Memory, in bytes, the container may use (page cache included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU time in thousandths of one CPU (1500 = one and a half CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    /// Processes and threads at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+impl ResourceLimits {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    pub fn check(&self, v: &mut Validator<'_>) {
+        if let Some(m) = self.memory_bytes {
+            v.at("memoryBytes")
+                .check(m >= 4 << 20, || "must be at least 4 MiB (4194304)".into());
+        }
+        if let Some(c) = self.cpu_millis {
+            v.at("cpuMillis").check(c >= 10, || {
+                "must be at least 10 (a hundredth of a CPU)".into()
+            });
+        }
+        if let Some(p) = self.pids {
+            v.at("pids").check(p >= 8, || "must be at least 8".into());
+        }
+    }
+}
+
 /// Status with nothing but the common fields.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BasicStatus, SecretRef, check_ref};
+use std::collections::BTreeMap;
+
+use super::common::{BasicStatus, ResourceLimits, SecretRef, check_ref};
 use crate::{
     Condition, Time, impl_status, registry::KindClass, resource::Spec, validation::Validator,
 };
@@ -31,15 +33,26 @@ macro_rules! derived_kind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
     pub package: String,
-    /// Root hash of the verified archive the images are mounted from.
+    /// Root hash of the verified archive the images are mounted from
+    /// (`<data>/packages/<hex>.s9pk`).
     pub root_hash: String,
     /// Whether the container should be running.
     pub running: bool,
+    #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
+    pub limits: ResourceLimits,
 }
 
 impl ContainerSpec {
     fn check(&self, v: &mut Validator<'_>) {
         check_ref(&mut v.at("package"), &self.package);
+        v.at("rootHash")
+            .check(super::is_root_hash(&self.root_hash), || {
+                format!(
+                    "{:?} must be sha256:<64 lower-case hex digits>",
+                    self.root_hash
+                )
+            });
+        self.limits.check(&mut v.at("limits"));
     }
 }
 
@@ -53,8 +66,38 @@ pub struct ContainerStatus {
     /// LXC state as last observed (`RUNNING`, `STOPPED`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The container's address on the bridge; kept while it is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The host uid (and gid) the container's root is mapped to; the container owns the
+    /// `65536` ids from there. Kept while the container exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id_base: Option<u32>,
+    /// What the supervisor inside reports, by oneshot or daemon id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, ProcessState>,
+}
+
+/// One oneshot or daemon, as the container's supervisor last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessState {
+    /// `daemon` or `oneshot`.
+    pub kind: String,
+    /// `waiting`, `blocked`, `starting`, `running`, `backoff`, `stopping`, `stopped`,
+    /// `completed` or `failed`.
+    pub state: String,
+    /// Ready (a daemon whose probe passes) or completed (a oneshot).
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u64,
+    /// The probe's or the exit's message, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl_status!(ContainerStatus);

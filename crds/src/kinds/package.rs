@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{check_ref, default_true, is_true};
+use super::common::{ResourceLimits, check_ref, default_true, is_true};
 use crate::{
     Condition,
     condition::{Readiness, types},
@@ -161,6 +161,14 @@ pub struct PackageSpec {
     /// Which addresses of each interface (by interface id) are enabled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub interfaces: BTreeMap<String, InterfaceExposure>,
+    /// Limits of the package's container; by default the manifest's hardware requirements
+    /// (its `ram`) and no CPU or process limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceLimits>,
+    /// Keep the package's volumes (its data) when the package is uninstalled; a later
+    /// install of the same package finds them again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_data: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -255,6 +263,9 @@ impl Spec for PackageSpec {
         }
         if let Some(gw) = &self.outbound_gateway {
             check_ref(&mut v.at("outboundGateway"), gw);
+        }
+        if let Some(limits) = &self.limits {
+            limits.check(&mut v.at("limits"));
         }
         for (id, iface) in &self.interfaces {
             let mut v = v.at("interfaces");
