@@ -57,8 +57,10 @@ fn default_status_file() -> PathBuf {
 fn default_log_dir() -> PathBuf {
     "/var/log/start-container".into()
 }
+/// A log file is rotated past this size unless the config says otherwise.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 1 << 20;
 fn default_log_max_bytes() -> u64 {
-    1 << 20
+    DEFAULT_LOG_MAX_BYTES
 }
 
 /// Crash restart backoff: `initialMs`, doubled per consecutive crash up to `maxMs`; a

@@ -4,6 +4,8 @@
 //! in the image's own `/etc/passwd` and replaces itself with the command. It runs single
 //! threaded (no runtime), which is what makes the mount-namespace `unshare` sound.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +15,44 @@ use serde::{Deserialize, Serialize};
 
 /// `/etc/passwd` and `/etc/group` larger than this are refused rather than read.
 const MAX_ID_FILE_BYTES: u64 = 1 << 20;
+
+/// Used when a process's environment sets no `PATH`.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The arguments after the program name of `start-container exec-in` running `argv` in
+/// `root`. The one place that spells this command line: the supervisor builds its
+/// children with it and the host its actions (through `lxc-attach`), so both run a
+/// command the same way. Fails only when a bind's source is not UTF-8 (JSON cannot hold it).
+pub fn exec_in_args(
+    root: &Path,
+    binds: &[Bind],
+    user: Option<&str>,
+    workdir: Option<&str>,
+    argv: &[String],
+) -> Result<Vec<OsString>, serde_json::Error> {
+    let mut args: Vec<OsString> = vec!["exec-in".into(), "--root".into(), root.into()];
+    if !binds.is_empty() {
+        args.extend(["--binds".into(), serde_json::to_string(binds)?.into()]);
+    }
+    if let Some(u) = user {
+        args.extend(["--user".into(), u.into()]);
+    }
+    if let Some(w) = workdir {
+        args.extend(["--workdir".into(), w.into()]);
+    }
+    args.push("--".into());
+    args.extend(argv.iter().map(OsString::from));
+    Ok(args)
+}
+
+/// The whole environment of a command run through `exec-in`: `env`, with [`DEFAULT_PATH`]
+/// when it sets no `PATH` (the command is found through it).
+pub fn exec_in_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut all = env.clone();
+    all.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    all
+}
 
 /// A volume bind, as passed on the `exec-in` command line (JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,14 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
 use crate::config::{Config, HttpProbe, Probe, Process, Ready};
-use crate::exec_in::Bind;
+use crate::exec_in::{Bind, exec_in_args, exec_in_env};
 use crate::logs::{LogFile, pump};
 use crate::reaper::Reaper;
 use crate::status::ProbeResult;
 use crate::supervisor::{Prober, Spawned, Spawner};
 
-/// Used when a process's environment sets no `PATH`.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Enough for any HTTP status line.
 const MAX_STATUS_LINE: usize = 1024;
 
@@ -45,23 +43,16 @@ impl Launcher {
                 read_only: m.read_only,
             })
             .collect();
+        let args = exec_in_args(
+            root,
+            &binds,
+            process.user.as_deref(),
+            process.workdir.as_deref(),
+            argv,
+        )
+        .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.self_exe);
-        cmd.arg("exec-in").arg("--root").arg(root);
-        if !binds.is_empty() {
-            let json = serde_json::to_string(&binds).map_err(|e| e.to_string())?;
-            cmd.arg("--binds").arg(json);
-        }
-        if let Some(u) = &process.user {
-            cmd.arg("--user").arg(u);
-        }
-        if let Some(w) = &process.workdir {
-            cmd.arg("--workdir").arg(w);
-        }
-        cmd.arg("--").args(argv);
-        cmd.env_clear().envs(&process.env);
-        if !process.env.contains_key("PATH") {
-            cmd.env("PATH", DEFAULT_PATH);
-        }
+        cmd.args(args).env_clear().envs(exec_in_env(&process.env));
         // Its own group: stopping signals the process and everything it started.
         cmd.stdin(Stdio::null()).process_group(0);
         Ok(cmd)

@@ -10,6 +10,7 @@
 //! status and the derived kinds they own, and never serve HTTP.
 
 pub mod archives;
+pub mod container;
 pub mod gc;
 pub mod layout;
 pub mod registry;
