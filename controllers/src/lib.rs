@@ -11,6 +11,7 @@
 
 pub mod archives;
 pub mod container;
+pub mod file_watch;
 pub mod gc;
 pub mod layout;
 pub mod registry;

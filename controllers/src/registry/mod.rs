@@ -6,7 +6,7 @@
 //! - [`scan`]: the directory walk and the verification of each archive (blocking), with a
 //!   per-file cache keyed by file identity so an unchanged file is never hashed twice.
 //! - [`offer`]: trust applied, versions grouped and sorted, sizes bounded.
-//! - [`watch`]: the file watches, as a stream of keys for the controller.
+//! - [`crate::file_watch`]: the file watches, as a stream of keys for the controller.
 //!
 //! A `url:` registry is not read yet: `Scanned=False` (`UnsupportedSource`) says so, rather
 //! than an empty list that would look like a registry with nothing in it.
@@ -17,7 +17,6 @@
 
 pub mod offer;
 pub mod scan;
-pub mod watch;
 
 use std::{
     collections::HashMap,
@@ -35,6 +34,7 @@ use crds::{
 use store::Store;
 use tokio::sync::Semaphore;
 
+use crate::file_watch::{Watches, changes_content};
 use crate::runtime::{
     Config, Context, Controller, ReconcileError, ReconcileResult, Reconciler, Requeue,
     update_status,
@@ -59,7 +59,7 @@ const RETRY: Duration = Duration::from_secs(10);
 pub struct RegistryController {
     caches: Arc<Mutex<HashMap<String, Arc<Mutex<ScanCache>>>>>,
     permits: Arc<Semaphore>,
-    watches: watch::Watches,
+    watches: Watches,
 }
 
 impl Default for RegistryController {
@@ -67,7 +67,7 @@ impl Default for RegistryController {
         Self {
             caches: Arc::default(),
             permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
-            watches: watch::Watches::default(),
+            watches: Watches::new(<RegistrySpec as crds::Spec>::KIND, changes_content),
         }
     }
 }

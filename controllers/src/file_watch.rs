@@ -1,8 +1,9 @@
-//! File watches on registry directories, turned into keys for the controller (its
-//! `.trigger()`), debounced: a copy of a large archive is many writes, one rescan.
+//! File watches on directories, one per object, turned into that object's key for its
+//! controller (`.trigger()`), debounced: a copy of a large archive is many writes, one
+//! rescan; a supervisor rewriting its status file in a burst is one reconcile.
 //!
-//! The dirty set holds registry names, so however many events arrive, memory is bounded by
-//! the number of registries, and a burst costs one rescan per registry.
+//! The dirty set holds object names, so however many events arrive, memory is bounded by
+//! the number of objects, and a burst costs one reconcile per object.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -32,9 +33,12 @@ struct Watch {
     _watcher: notify::RecommendedWatcher,
 }
 
-/// The watches, by registry name.
-#[derive(Clone, Default)]
+/// The watches of one kind's objects, by object name.
+#[derive(Clone)]
 pub struct Watches {
+    kind: &'static str,
+    /// Whether an event counts; others are dropped before they wake anything.
+    counts: fn(&notify::EventKind) -> bool,
     shared: Arc<Shared>,
     by_name: Arc<Mutex<HashMap<String, Watch>>>,
 }
@@ -46,9 +50,21 @@ impl std::fmt::Debug for Watches {
 }
 
 impl Watches {
+    /// Watches whose events name objects of `kind` (a kind in the table) and count when
+    /// `counts` says so.
+    pub fn new(kind: &'static str, counts: fn(&notify::EventKind) -> bool) -> Self {
+        Self {
+            kind,
+            counts,
+            shared: Arc::default(),
+            by_name: Arc::default(),
+        }
+    }
+
     /// The keys to hand to `Controller::trigger`.
     pub fn keys(&self) -> impl Stream<Item = ObjectKey> + Send + 'static {
         let shared = self.shared.clone();
+        let kind = crds::kind_by_name(self.kind);
         stream::unfold(shared, |shared| async move {
             loop {
                 shared.wake.notified().await;
@@ -59,8 +75,7 @@ impl Watches {
                 }
             }
         })
-        .flat_map(|names| {
-            let kind = crds::kind_by_name("Registry");
+        .flat_map(move |names| {
             stream::iter(
                 names
                     .into_iter()
@@ -69,7 +84,7 @@ impl Watches {
         })
     }
 
-    /// Watches `dir` for registry `name`, unless already watching that very directory.
+    /// Watches `dir` for object `name`, unless already watching that very directory.
     pub fn ensure(&self, name: &str, dir: &Path, dir_id: (u64, u64)) -> Result<(), String> {
         let mut by_name = lock(&self.by_name);
         if by_name
@@ -80,9 +95,10 @@ impl Watches {
         }
         let shared = self.shared.clone();
         let key = name.to_owned();
+        let counts = self.counts;
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // An error from the watcher (e.g. an overflowed queue) may hide changes: rescan.
-            if res.is_ok_and(|ev| !changes_content(&ev.kind)) {
+            if res.is_ok_and(|ev| !counts(&ev.kind)) {
                 return;
             }
             lock(&shared.dirty).insert(key.clone());
@@ -103,16 +119,16 @@ impl Watches {
         Ok(())
     }
 
-    /// Stops watching for registries not in `keep` (deleted, or no longer a directory).
+    /// Stops watching for objects not in `keep` (deleted, or no longer a directory).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.by_name).retain(|name, _| keep(name));
     }
 }
 
-/// Whether an event may change what the directory offers. Opens, reads and closes without
-/// writing do not, and must not count: the scan itself opens every archive, so reacting to
-/// them would rescan forever.
-fn changes_content(kind: &notify::EventKind) -> bool {
+/// Whether an event may change what the directory holds. Opens, reads and closes without
+/// writing do not, and must not count: a reconcile that reads the directory would
+/// otherwise trigger itself forever.
+pub fn changes_content(kind: &notify::EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode, EventKind};
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
