@@ -57,7 +57,8 @@ impl Daemon {
         let mut child = Command::new(bin)
             .args(["startd", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            // The bench measures the store and the API; it never touches the host.
+            .args(["--listen", "127.0.0.1:0", "--containers", "off"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -146,26 +146,7 @@ pub enum SubidError {
 /// `user`, appending one line if no existing line covers it. Returns whether the file
 /// changed. Other lines are kept byte for byte; a range another user holds is an error.
 pub fn ensure_subid(path: &Path, user: &str, first: u32, count: u32) -> Result<bool, SubidError> {
-    let text = match fsio::open_regular(path) {
-        Ok(file) => file
-            .read_limited(SUBID_LIMIT)
-            .map_err(|source| SubidError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
-        Err(fsio::FsioError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Vec::new()
-        }
-        Err(source) => {
-            return Err(SubidError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    let text = String::from_utf8_lossy(&text).into_owned();
+    let text = read_subid(path)?.unwrap_or_default();
     let (want_first, want_end) = (u64::from(first), u64::from(first) + u64::from(count));
     for (index, line) in text.lines().enumerate() {
         let Some((owner, start, len)) = parse_line(line) else {
@@ -197,6 +178,56 @@ pub fn ensure_subid(path: &Path, user: &str, first: u32, count: u32) -> Result<b
     })?;
     tracing::info!(path = %path.display(), user, first, count, "id range delegated");
     Ok(true)
+}
+
+/// Removes the lines of `path` that delegate exactly `first..first+count` to `user` (what
+/// [`ensure_subid`] appended), keeping every other line byte for byte. Returns whether the
+/// file changed; a missing file has nothing to remove. A line that covers the range but is
+/// not exactly it was written by someone else and stays.
+pub fn remove_subid(path: &Path, user: &str, first: u32, count: u32) -> Result<bool, SubidError> {
+    let Some(text) = read_subid(path)? else {
+        return Ok(false);
+    };
+    let ours = |line: &str| {
+        parse_line(line).is_some_and(|(owner, start, len)| {
+            owner == user && start == u64::from(first) && len == u64::from(count)
+        })
+    };
+    let kept: String = text.split_inclusive('\n').filter(|l| !ours(l)).collect();
+    if kept.len() == text.len() {
+        return Ok(false);
+    }
+    fsio::write_atomic(path, kept.as_bytes(), 0o644).map_err(|source| SubidError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), user, first, count, "id range delegation removed");
+    Ok(true)
+}
+
+/// The text of a subid file, `None` when it does not exist. Read without following a link
+/// or waiting on a FIFO, within [`SUBID_LIMIT`].
+fn read_subid(path: &Path) -> Result<Option<String>, SubidError> {
+    let bytes = match fsio::open_regular(path) {
+        Ok(file) => file
+            .read_limited(SUBID_LIMIT)
+            .map_err(|source| SubidError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        Err(fsio::FsioError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(SubidError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn parse_line(line: &str) -> Option<(&str, u64, u64)> {
@@ -275,6 +306,54 @@ mod tests {
             std::fs::read_to_string(&fresh).unwrap(),
             "root:100000:65536\n"
         );
+    }
+
+    #[test]
+    fn removing_a_subid_range_takes_only_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subuid");
+        assert!(
+            !remove_subid(&path, "root", 100_000, 65_536).unwrap(),
+            "no file"
+        );
+        assert!(!path.exists(), "nothing created");
+        let others = "alice:165536:65536\n# comment\nroot:100000:131072\nbob:1:2";
+        std::fs::write(&path, others).unwrap();
+        assert!(ensure_subid(&path, "root", 300_000, 65_536).unwrap());
+        assert!(remove_subid(&path, "root", 300_000, 65_536).unwrap());
+        // The missing final newline of someone else's line is kept as it was.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{others}\n")
+        );
+        assert!(
+            !remove_subid(&path, "root", 300_000, 65_536).unwrap(),
+            "idempotent"
+        );
+        // A covering range that is not exactly ours, and other users' ranges, stay.
+        assert!(!remove_subid(&path, "root", 100_000, 65_536).unwrap());
+        assert!(!remove_subid(&path, "alice", 165_536, 1).unwrap());
+        // Repeated lines of ours all go; the last line need not end in a newline.
+        std::fs::write(&path, "root:5:10\nbob:1:2\nroot:5:10").unwrap();
+        assert!(remove_subid(&path, "root", 5, 10).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "bob:1:2\n");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn removing_from_a_fifo_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = remove_subid(&fifo, "root", 5, 10).unwrap_err();
+        assert!(matches!(err, SubidError::Read { .. }), "{err}");
     }
 
     #[test]

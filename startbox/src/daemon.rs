@@ -11,7 +11,8 @@
 //! SIGTERM or SIGINT stops accepting connections and new reconciles, and lets in-flight
 //! requests and reconciles finish within `--shutdown-timeout` (then running reconciles are
 //! cancelled); the exit code is then 0. A second signal cancels everything and exits at
-//! once (130).
+//! once (130). Containers keep running and the bridge stays up (a restart adopts them);
+//! `startd teardown` removes them (`crate::host_setup`).
 //!
 //! At start the soft open-file limit is raised to the hard one; the servers (`crate::serve`)
 //! then give TCP and the socket separate connection budgets out of it, end connections that
@@ -47,6 +48,7 @@ use tokio::{
 
 use crate::{
     cli::wait::parse_duration,
+    host_setup::{self, HostArgs},
     serve::{self, Budgets, Limits},
 };
 
@@ -79,6 +81,8 @@ pub struct DaemonArgs {
     /// (a watch that is never read, a stuck client).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
+    #[command(flatten)]
+    pub host: HostArgs,
     #[command(subcommand)]
     pub command: Option<DaemonCommand>,
 }
@@ -89,6 +93,11 @@ pub enum DaemonCommand {
     /// stdin (prompted for on a terminal); an empty one, or --generate, makes a random one,
     /// printed once.
     ResetPassword(ResetPasswordArgs),
+    /// Undo what startd set up on the host for containers (with the same flags): stop and
+    /// destroy our containers, unmount their file systems, detach loop devices, remove the
+    /// bridge and our /etc/subuid and /etc/subgid entries. Package data (volumes,
+    /// archives) is kept. Refused while startd runs on the data directory.
+    Teardown,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +122,7 @@ pub struct Startd {
 pub async fn run(args: DaemonArgs) -> Result<u8> {
     match &args.command {
         Some(DaemonCommand::ResetPassword(r)) => reset_password(&args.data_dir, r.generate),
+        Some(DaemonCommand::Teardown) => host_setup::teardown(&args.host, &args.data_dir).await,
         None => serve(&args).await,
     }
 }
@@ -184,7 +194,7 @@ impl DataDirLock {
     }
 }
 
-fn print_stdout(line: &str) {
+pub(crate) fn print_stdout(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -204,6 +214,9 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
+    // Before the store opens: a refused setup leaves nothing behind. The container
+    // controller will take the environment; until then it is only prepared.
+    let _host = host_setup::setup(&args.host, data_dir).await?;
     // One clock for every timestamp: the store's, the controllers' and the API's.
     let clock = Clock::system();
     let (store, auth) = open_state(data_dir, &clock).await?;

@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod host_setup;
 pub mod logging;
 pub mod serve;

@@ -398,4 +398,12 @@ async fn the_data_directory_is_private() {
         assert_eq!(mode(&data.join(dir)), 0o700, "{dir}/");
     }
     assert_eq!(mode(&record), 0o600);
+    drop(_store);
+
+    // Searchable but not listable (what startd with containers sets) is kept.
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o711)).unwrap();
+    let _store = FileStore::open(&data, EngineConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(mode(&data), 0o711);
 }

@@ -48,6 +48,13 @@ pub fn spawn_startd_under(wrapper: &[&str], data_dir: &Path, log: &Path, extra: 
         .args(["startd", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"])
+        // Containers off unless a test asks for them: parallel daemons must not race on the
+        // host's bridge and id ranges.
+        .args(if extra.contains(&"--containers") {
+            &[][..]
+        } else {
+            &["--containers", "off"][..]
+        })
         .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -30,6 +30,19 @@ fn make_private(dir: &Dir) -> Result<()> {
     Ok(())
 }
 
+/// The data directory itself may be searchable by others (0711: nothing can be listed):
+/// `startd` with containers needs that, since the containers' mapped root users walk
+/// through it to their root filesystems and volumes. Read or write bits for others
+/// make the store tighten it to 0700 as before.
+fn make_private_root(dir: &Dir) -> Result<()> {
+    let mode = dir.mode()?;
+    if mode & 0o066 != 0 {
+        tracing::warn!(path = %dir.path().display(), mode = format!("{mode:o}"), "data directory was open to others; setting it to 0700");
+        dir.set_mode(DIR_MODE)?;
+    }
+    Ok(())
+}
+
 fn subdirs(dir: &Dir) -> Result<Vec<Dir>> {
     let mut out = Vec::new();
     for entry in dir.list()? {
@@ -44,7 +57,7 @@ fn subdirs(dir: &Dir) -> Result<Vec<Dir>> {
 fn prepare(root_path: &Path) -> Result<Dir> {
     std::fs::create_dir_all(root_path).map_err(StoreError::io(root_path))?;
     let root = layout::root(root_path)?;
-    make_private(&root)?;
+    make_private_root(&root)?;
     root.remove_temporaries()?;
     // desired/ is made only for a new store: made again over existing records, an empty
     // desired/ would say every object was deleted.
