@@ -34,6 +34,7 @@ use anyhow::{Context, Result, bail};
 use api_server::auth::{self, Auth, ClientAddr};
 use clap::{Args, Parser, Subcommand};
 use controllers::{
+    container::{self, ContainerController},
     gc::{self, Gc},
     registry::{self, RegistryController},
     runtime::{Metrics, Shutdown},
@@ -216,7 +217,7 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let _lock = DataDirLock::acquire(data_dir)?;
     // Before the store opens: a refused setup leaves nothing behind. The container
     // controller will take the environment; until then it is only prepared.
-    let _host = host_setup::setup(&args.host, data_dir).await?;
+    let host = host_setup::setup(&args.host, data_dir).await?;
     // One clock for every timestamp: the store's, the controllers' and the API's.
     let clock = Clock::system();
     let (store, auth) = open_state(data_dir, &clock).await?;
@@ -227,7 +228,7 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let shutdown = Shutdown::new();
-    let controllers = start_controllers(&store, &clock, &metrics, &shutdown);
+    let controllers = start_controllers(&store, &clock, &metrics, &shutdown, host);
     let controllers = async move {
         for (name, task) in controllers {
             if let Err(e) = task.await {
@@ -408,8 +409,9 @@ fn start_controllers(
     clock: &Clock,
     metrics: &Metrics,
     shutdown: &Shutdown,
+    host: Option<host_setup::HostEnv>,
 ) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
-    vec![
+    let mut tasks = vec![
         (
             gc::NAME,
             tokio::spawn(
@@ -438,7 +440,25 @@ fn start_controllers(
                     .run(registries, shutdown.clone()),
             )
         }),
-    ]
+    ];
+    if let Some(host) = host {
+        let containers = ContainerController::new(host);
+        tasks.push((
+            container::NAME,
+            tokio::spawn(
+                containers
+                    .controller(store.clone())
+                    .metrics(metrics.clone())
+                    .clock(clock.clone())
+                    .run(containers.clone(), shutdown.clone()),
+            ),
+        ));
+        tasks.push((
+            "container-sweep",
+            tokio::spawn(containers.sweep_orphans(store.clone(), shutdown.clone())),
+        ));
+    }
+    tasks
 }
 
 /// The new password from stdin: prompted twice on a terminal, else the first line of input.

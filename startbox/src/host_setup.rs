@@ -103,18 +103,8 @@ pub struct HostArgs {
     pub start_container: Option<PathBuf>,
 }
 
-/// What the container controller works with: the host as `startd` set it up.
-#[derive(Debug, Clone)]
-pub struct HostEnv {
-    pub layout: Layout,
-    pub lxc: Arc<dyn Lxc>,
-    pub mounter: Arc<dyn Mounter>,
-    pub network: Arc<dyn Network>,
-    pub bridge: String,
-    pub bridge_cidr: Ipv4Cidr,
-    pub ids: IdRanges,
-    pub start_container: PathBuf,
-}
+/// The host as `startd` set it up: what the container controller works with.
+pub type HostEnv = controllers::container::Host;
 
 /// Sets the host up for containers under `data_dir` (which exists and whose lock the
 /// caller holds); `None` when containers are off.
@@ -147,7 +137,7 @@ pub async fn setup(args: &HostArgs, data_dir: &Path) -> Result<Option<HostEnv>> 
         layout,
         lxc: Arc::new(lxc),
         mounter: Arc::new(MountCli::new()),
-        network: Arc::new(network),
+        prefix: args.container_prefix.clone(),
         bridge: args.bridge.clone(),
         bridge_cidr: args.bridge_cidr,
         ids: checked.ids,
