@@ -4,6 +4,8 @@
 //! - [`validity`]: `Valid` on every object; `Reconciling` and `Ready` summaries on user
 //!   objects, fed by the conditions other controllers write; `Ready` follows the kind's own
 //!   controller (`crds::condition::Readiness`).
+//! - [`container`]: package containers; so far [`container::plan`], what one runs
+//!   (`start-container`'s configuration and action command lines) planned from the manifest.
 //! - [`registry`]: scans `Registry` directories and lists the packages they offer.
 //!
 //! Invariant: controllers talk to each other only through resources in the store, write only

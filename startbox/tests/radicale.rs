@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use controllers::container::plan::{Paths, action_exec_at, runtime_config_at};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -220,108 +221,33 @@ fn process_gone(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// The start-container config equivalent to what the manifest declares: its images (all
-/// `main`, mounted at `image`), its volume `data` at `volume`, its oneshots and daemons
-/// with the image's defaults applied.
-fn config_from_manifest(m: &sdk::Manifest, image: &Path, volume: &Path, dir: &Path) -> Value {
-    let process = |image_id: &str,
-                   command: Option<&[String]>,
-                   env: &BTreeMap<String, String>,
-                   workdir: &Option<String>,
-                   user: &Option<String>,
-                   mounts: &[sdk::Mount],
-                   requires: &[String]| {
-        let defaults = m.images[image_id].config();
-        let mut all_env = defaults.env.clone();
-        all_env.extend(env.clone());
-        let mounts: Vec<Value> = mounts
-            .iter()
-            .map(|mt| json!({"volume": mt.volume.as_ref().unwrap(), "path": mt.path, "readOnly": mt.read_only}))
-            .collect();
-        let mut p = json!({
-            "image": image_id,
-            "command": defaults.argv(command),
-            "env": all_env,
-            "mounts": mounts,
-            "requires": requires,
-        });
-        if let Some(w) = workdir.as_ref().or(defaults.workdir.as_ref()) {
-            p["workdir"] = json!(w);
-        }
-        if let Some(u) = user.as_ref().or(defaults.user.as_ref()) {
-            p["user"] = json!(u);
-        }
-        p
-    };
-    let oneshots: serde_json::Map<String, Value> = m
-        .oneshots
-        .iter()
-        .map(|(id, o)| {
-            let p = process(
-                &o.image,
-                o.command.as_deref(),
-                &o.env,
-                &o.workdir,
-                &o.user,
-                &o.mounts,
-                &o.requires,
-            );
-            (id.clone(), p)
-        })
-        .collect();
-    let daemons: serde_json::Map<String, Value> = m
-        .daemons
-        .iter()
-        .map(|(id, d)| {
-            let mut p = process(
-                &d.image,
-                d.command.as_deref(),
-                &d.env,
-                &d.workdir,
-                &d.user,
-                &d.mounts,
-                &d.requires,
-            );
-            if let Some(ready) = &d.ready {
-                p["ready"] = serde_json::to_value(ready).unwrap();
-            }
-            (id.clone(), p)
-        })
-        .collect();
-    assert_eq!(m.volumes, ["data"], "the test maps exactly one volume");
-    json!({
-        "images": m.images.keys().map(|id| (id.clone(), json!(image))).collect::<serde_json::Map<_, _>>(),
-        "volumes": {"data": volume},
-        "oneshots": oneshots,
-        "daemons": daemons,
-        "stopTimeoutSeconds": 20,
-        "statusFile": dir.join("run/status.json"),
-        "logDir": dir.join("logs"),
-    })
+/// Where `start-container` finds things here: the images and volumes as the container
+/// controller lays them out, on the host instead of inside a container.
+fn host_paths(dir: &Path) -> Paths {
+    Paths {
+        binary: start_container_bin(),
+        images: dir.join("images"),
+        volumes: dir.join("volumes"),
+        status_file: dir.join("run/status.json"),
+        log_dir: dir.join("logs"),
+    }
 }
 
-/// Runs the manifest's action `id` in the image as the host will: the input JSON on stdin,
-/// the volumes bound, through `start-container exec-in` (chroot, private mounts).
-fn run_action(m: &sdk::Manifest, id: &str, image: &Path, volume: &Path, input: &Value) -> Value {
-    let action = &m.actions[id];
-    let defaults = m.images[&action.image].config();
-    let binds: Vec<Value> = action
-        .mounts
-        .iter()
-        .map(|mt| json!({"source": volume, "target": mt.path, "readOnly": mt.read_only}))
-        .collect();
-    let mut env = defaults.env.clone();
-    env.extend(action.env.clone());
-    let mut child = Command::new(start_container_bin())
-        .arg("exec-in")
-        .arg("--root")
-        .arg(image)
-        .arg("--binds")
-        .arg(serde_json::to_string(&binds).unwrap())
-        .arg("--")
-        .args(defaults.argv(Some(&action.command)))
+/// Runs the manifest's action `id` as the host will (the same command line, through
+/// `start-container exec-in`: chroot, private mounts), the input JSON on stdin.
+fn run_action(
+    m: &sdk::Manifest,
+    images: &BTreeMap<String, sdk::ImageConfig>,
+    id: &str,
+    paths: &Paths,
+    input: &Value,
+) -> Value {
+    let exec = action_exec_at(paths, m, images, id).unwrap();
+    let (program, args) = exec.argv.split_first().unwrap();
+    let mut child = Command::new(program)
+        .args(args)
         .env_clear()
-        .envs(&env)
+        .envs(&exec.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -408,15 +334,24 @@ async fn radicale_packs_runs_answers_caldav_and_keeps_data_across_restarts() {
     opened.verify_member(member).unwrap();
     let (offset, length) = opened.member_range(member).unwrap();
     eprintln!("{member}: {:.1} MB", length as f64 / 1e6);
-    let image = tmp.path().join("image");
+    let paths = host_paths(tmp.path());
+    let image = paths.image("main");
     let mounted = Mounted::new(&archive, offset, length, &image);
 
     let manifest: sdk::Manifest =
         serde_saphyr::from_str(&std::fs::read_to_string(pkg.join("manifest.yaml")).unwrap())
             .unwrap();
-    let volume = tmp.path().join("volume");
-    std::fs::create_dir(&volume).unwrap();
-    let config = config_from_manifest(&manifest, &image, &volume, tmp.path());
+    let images: BTreeMap<String, sdk::ImageConfig> = manifest
+        .images
+        .keys()
+        .map(|id| {
+            let config = controllers::archives::image_config(&opened, sdk::Arch::X86_64, id);
+            (id.clone(), config.unwrap())
+        })
+        .collect();
+    let volume = paths.volume("data");
+    std::fs::create_dir_all(&volume).unwrap();
+    let config = runtime_config_at(&paths, &manifest, &images, 20).unwrap();
     let config_path = tmp.path().join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 
@@ -425,9 +360,9 @@ async fn radicale_packs_runs_answers_caldav_and_keeps_data_across_restarts() {
     assert_eq!(task.action, "set-password");
     let result = run_action(
         &manifest,
+        &images,
         "set-password",
-        &image,
-        &volume,
+        &paths,
         &json!({"user": USER, "password": PASSWORD}),
     );
     assert!(
