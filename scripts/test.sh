@@ -10,6 +10,12 @@ cargo fmt --all --check
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The static supervisor every package container runs as its init; tests that start real
+# containers find it through this variable.
+echo "==> scripts/build-start-container.sh"
+STARTOS_START_CONTAINER=$(pwd)/$(./scripts/build-start-container.sh)
+export STARTOS_START_CONTAINER
+
 if cargo nextest --version >/dev/null 2>&1; then
     log=$(mktemp)
     trap 'rm -f "$log"' EXIT
