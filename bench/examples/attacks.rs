@@ -15,14 +15,12 @@
 //! allocates until the machine runs out.
 
 #[allow(dead_code)]
-#[path = "../src/daemon.rs"]
-mod daemon;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use daemon::{Daemon, mem};
+use e2e::daemon::{self, Daemon, mem};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -133,8 +131,13 @@ fn figures(pid: u32, before: &daemon::Mem) -> Result<Value> {
 async fn start(args: &Args, data: &std::path::Path, extra: &[&str]) -> Result<Daemon> {
     std::fs::create_dir_all(data)?;
     let log = data.with_extension("log");
-    let extra = if args.legacy { &[][..] } else { extra };
-    Daemon::start_with(&args.startbox, data, &log, extra).await
+    // A legacy binary knows neither the limits nor `--containers`.
+    let mut flags = Vec::new();
+    if !args.legacy {
+        flags.extend_from_slice(extra);
+        flags.extend_from_slice(&["--containers", "off"]);
+    }
+    Daemon::start_with(&args.startbox, data, &log, &flags).await
 }
 
 async fn patch(args: &Args, data: &std::path::Path) -> Result<Value> {

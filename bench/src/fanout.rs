@@ -76,7 +76,7 @@ pub struct Fanout {
     /// Open file descriptors of startd with every client connected.
     pub fds_connected: usize,
     /// startd's memory with every client connected (after the warm-up change).
-    pub mem_connected: crate::daemon::Mem,
+    pub mem_connected: e2e::daemon::Mem,
 }
 
 #[derive(Debug)]
@@ -192,8 +192,8 @@ pub async fn run(p: Params<'_>) -> Result<Fanout> {
         }
         if change == 0 {
             out.warmup = before.elapsed();
-            out.fds_connected = crate::daemon::open_fds(p.daemon_pid)?;
-            out.mem_connected = crate::daemon::mem(p.daemon_pid)?;
+            out.fds_connected = e2e::daemon::open_fds(p.daemon_pid)?;
+            out.mem_connected = e2e::daemon::mem(p.daemon_pid)?;
         } else {
             out.write_latencies.push(written);
             out.watcher_delays.extend(delays.0);

@@ -15,7 +15,6 @@
 //! cargo run --release -p bench -- --count 1000 --watchers 100 --ui-clients 100 --changes 50
 //! ```
 
-mod daemon;
 mod fanout;
 
 use std::{
@@ -31,7 +30,7 @@ use serde_json::{Value, json};
 use store::{Patch, Store, Subresource, WriteOptions};
 use tokio::time::Instant;
 
-use crate::daemon::{Daemon, Mem};
+use e2e::daemon::{self, Daemon, Mem};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -554,7 +553,8 @@ async fn measure(
 ) -> Result<Measured> {
     let pid = daemon.pid;
     let anonymous = HttpStore::connect(Endpoint::Tcp(format!("http://{}", daemon.addr)), None)?;
-    let token = login(&anonymous, &daemon.password).await?;
+    let password = daemon.password.as_deref().context("startd printed no password")?;
+    let token = login(&anonymous, password).await?;
     let store = anonymous.with_token(Some(token.clone()))?;
     let names: Vec<String> = (0..args.count).map(|i| format!("bench-{i:04}")).collect();
     let opts = WriteOptions::default();

@@ -29,22 +29,22 @@ pub struct Daemon {
     pub pid: u32,
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    /// The generated admin password (printed once on the first start).
-    pub password: String,
+    /// The generated admin password (printed on the first start only).
+    pub password: Option<String>,
     pub socket: PathBuf,
     /// From spawning the process to the first successful request on the Unix socket.
     pub startup: Duration,
 }
 
 impl Daemon {
-    /// Spawns `startbox startd --data-dir DATA --listen 127.0.0.1:0`, reads the password and
-    /// address from its stdout, and waits until its Unix socket accepts connections and
-    /// answers a request. Logs go to `log`.
+    /// Spawns `startbox startd --data-dir DATA --listen 127.0.0.1:0 --containers off` (the
+    /// store and the API only), reads the password and address from its stdout, and waits
+    /// until its Unix socket accepts connections and answers a request. Logs go to `log`.
     pub async fn start(bin: &Path, data_dir: &Path, log: &Path) -> Result<Self> {
-        Self::start_with(bin, data_dir, log, &[]).await
+        Self::start_with(bin, data_dir, log, &["--containers", "off"]).await
     }
 
-    /// [`Daemon::start`] with more `startd` options.
+    /// [`Daemon::start`] with these `startd` options instead of `--containers off`.
     pub async fn start_with(
         bin: &Path,
         data_dir: &Path,
@@ -57,8 +57,7 @@ impl Daemon {
         let mut child = Command::new(bin)
             .args(["startd", "--data-dir"])
             .arg(data_dir)
-            // The bench measures the store and the API; it never touches the host.
-            .args(["--listen", "127.0.0.1:0", "--containers", "off"])
+            .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -112,10 +111,17 @@ impl Daemon {
             child,
             pid,
             addr: addr.context("startd printed no listening address")?,
-            password: password.context("startd printed no generated password")?,
+            password,
             socket,
             startup: started.elapsed(),
         })
+    }
+
+    /// SIGKILL, and waits for the process to be gone: a crash, for the tests that check
+    /// what a restart finds.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await.context("killing startd")?;
+        Ok(())
     }
 
     /// SIGTERM, then waits for the exit (SIGKILL after [`SHUTDOWN`]).

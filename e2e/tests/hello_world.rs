@@ -1,0 +1,190 @@
+//! hello-world end to end, as a person would run it: `startd` with containers on (a bridge,
+//! a prefix and an id range of the test's own), the package packed with `start-cli s9pk
+//! pack`, a `Package` created through the API, and then the real thing: an unprivileged
+//! LXC container answering HTTP on its address, its processes running as host uids in its
+//! mapped range, `running: false/true`, and an uninstall that leaves nothing behind.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use api_client::{Endpoint, HttpStore};
+use crds::{API_VERSION, Object, ObjectMeta};
+use e2e::daemon::Daemon;
+use e2e::rig::{self, Developer, HostConfig, condition, run, wait_for, wait_gone};
+use serde_json::json;
+use store::{Preconditions, Store, WriteOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+const TOOLS: &[&str] = &["lxc-start", "mksquashfs", "busybox", "ip", "losetup"];
+
+async fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect((ip, port))
+        .await
+        .with_context(|| format!("connecting to {ip}:{port}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut reply)).await??;
+    Ok(reply)
+}
+
+fn host_uid(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .context("Uid line")?;
+    Ok(line.split_whitespace().nth(1).context("uid")?.parse()?)
+}
+
+/// The init pid of a container and its direct children.
+fn container_pids(data: &Path, lxc_name: &str) -> Result<Vec<u32>> {
+    let out = run(Command::new("lxc-info")
+        .arg("-P")
+        .arg(data.join("lxc"))
+        .args(["-n", lxc_name, "-p", "-H"]))?;
+    let init: u32 = out.trim().parse().context("lxc-info pid")?;
+    let children = run(Command::new("sh").args([
+        "-c",
+        &format!("cat /proc/{init}/task/*/children"),
+    ]))?;
+    let mut pids = vec![init];
+    pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    Ok(pids)
+}
+
+fn package(name: &str, spec: serde_json::Value) -> Object {
+    Object {
+        api_version: API_VERSION.into(),
+        kind: "Package".into(),
+        metadata: ObjectMeta::named(name),
+        spec,
+        status: None,
+    }
+}
+
+fn healthy(o: &Object) -> bool {
+    condition(o, "Installed") == "Installed=True/Installed"
+        && condition(o, "Running") == "Running=True/Running"
+        && condition(o, "Healthy") == "Healthy=True/Healthy"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace() -> Result<()> {
+    if !rig::runnable(TOOLS) {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().canonicalize()?;
+    let data = root.join("data");
+    let host = HostConfig::new(&data, 1)?;
+    let dev = Developer::new(&root.join("home"))?;
+    let archive = root.join("hello-world.s9pk");
+    let root_hash = dev.pack(&rig::package_dir("hello-world"), &archive)?;
+
+    let flags = host.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_with(&rig::startbox(), &data, &root.join("startd.log"), &flags).await?;
+    let store: Arc<dyn Store> = Arc::new(HttpStore::connect(Endpoint::Unix(daemon.socket.clone()), None)?);
+
+    let applied = Instant::now();
+    let spec = json!({"source": {"file": archive, "rootHash": root_hash}});
+    store
+        .create(package("hello-world", spec), &WriteOptions::default())
+        .await?;
+    let pkg = wait_for(&store, "Package", "hello-world", "Healthy", healthy).await?;
+    eprintln!("timing: apply -> Healthy=True in {:?}", applied.elapsed());
+    let status = pkg.status.clone().context("status")?;
+    ensure!(status["version"] == "1.0.0:0", "{status}");
+    ensure!(status["rootHash"] == root_hash.as_str(), "{status}");
+    let pkg = wait_for(&store, "Package", "hello-world", "Ready", |o| {
+        condition(o, "Ready") == "Ready=True/Ready"
+    })
+    .await?;
+    drop(pkg);
+
+    // Reachable on its container address, as its ServiceInterface says.
+    let container = wait_for(&store, "Container", "hello-world", "an address", |o| {
+        o.status.as_ref().is_some_and(|s| s["ip"].is_string())
+    })
+    .await?;
+    let ip = container.status.as_ref().context("status")?["ip"]
+        .as_str()
+        .context("ip")?
+        .to_owned();
+    let base = container.status.as_ref().context("status")?["hostIdBase"]
+        .as_u64()
+        .context("hostIdBase")?;
+    let iface = wait_for(&store, "ServiceInterface", "hello-world-main", "addresses", |o| {
+        o.status.as_ref().is_some_and(|s| s["addresses"].is_array())
+    })
+    .await?;
+    let addresses = iface.status.as_ref().context("status")?["addresses"].to_string();
+    ensure!(addresses.contains(&format!("{ip}:8080")), "{addresses}");
+    let page = http_get(&ip, 8080, "/").await?;
+    ensure!(page.starts_with("HTTP/1.") && page.contains("200"), "{page}");
+
+    // Every process of the container runs as a host uid in its mapped range, never 0.
+    let lxc_name = format!("{}hello-world", host.prefix);
+    let pids = container_pids(&data, &lxc_name)?;
+    ensure!(pids.len() >= 2, "start-container and httpd: {pids:?}");
+    for pid in &pids {
+        let uid = host_uid(*pid)?;
+        ensure!(
+            uid >= base && uid < base + 65_536 && uid >= u64::from(host.id_base),
+            "pid {pid} runs as host uid {uid}, outside {base}+65536"
+        );
+    }
+
+    // running: false stops it; true starts it again.
+    let kind = crds::kind_by_name("Package").context("Package")?;
+    let mut obj = store.get(kind, "hello-world").await?;
+    obj.spec["running"] = json!(false);
+    store.update(obj, &WriteOptions::default()).await?;
+    wait_for(&store, "Package", "hello-world", "stopped", |o| {
+        condition(o, "Running") == "Running=False/Stopped"
+    })
+    .await?;
+    ensure!(
+        tokio::net::TcpStream::connect((ip.as_str(), 8080)).await.is_err(),
+        "nothing answers once stopped"
+    );
+    let mut obj = store.get(kind, "hello-world").await?;
+    obj.spec["running"] = json!(true);
+    store.update(obj, &WriteOptions::default()).await?;
+    wait_for(&store, "Package", "hello-world", "Healthy again", healthy).await?;
+    ensure!(http_get(&ip, 8080, "/").await?.contains("200"));
+
+    // Uninstall: no container, mount, loop device, bridge port or file left.
+    store
+        .delete(kind, "hello-world", &Preconditions::default(), &WriteOptions::default())
+        .await?;
+    wait_gone(&store, "Package", "hello-world").await?;
+    let lxc = run(Command::new("lxc-ls").arg("-P").arg(data.join("lxc")).arg("-1"))?;
+    ensure!(lxc.trim().is_empty(), "containers left: {lxc}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&*data.to_string_lossy()))
+        .collect();
+    ensure!(ours.is_empty(), "mounts left: {ours:#?}");
+    let loops = run(Command::new("losetup").args(["-n", "-O", "BACK-FILE"]))?;
+    let ours: BTreeSet<&str> = loops
+        .lines()
+        .filter(|l| l.contains(&*data.to_string_lossy()))
+        .collect();
+    ensure!(ours.is_empty(), "loop devices left: {ours:?}");
+    let ports = std::fs::read_dir(format!("/sys/class/net/{}/brif", host.bridge))?.count();
+    ensure!(ports == 0, "{ports} bridge ports left");
+    ensure!(!data.join("containers/hello-world").exists(), "container directory left");
+    ensure!(!data.join("volumes/hello-world").exists(), "volumes left (keepData is false)");
+
+    daemon.stop().await?;
+    drop(host);
+    Ok(())
+}
