@@ -5,6 +5,7 @@
 //!   objects, fed by the conditions other controllers write; `Ready` follows the kind's own
 //!   controller (`crds::condition::Readiness`).
 //! - [`registry`]: scans `Registry` directories and lists the packages they offer.
+//! - [`package`]: installs `Package` archives, derives what runs them and reports on it.
 //!
 //! Invariant: controllers talk to each other only through resources in the store, write only
 //! status and the derived kinds they own, and never serve HTTP.
@@ -12,6 +13,7 @@
 pub mod archives;
 pub mod gc;
 pub mod layout;
+pub mod package;
 pub mod registry;
 pub mod runtime;
 pub mod validity;
