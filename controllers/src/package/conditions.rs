@@ -69,7 +69,11 @@ pub fn running(
         return verdict(False, reasons::WAITING_FOR_DEPENDENCIES, w);
     }
     match cond {
-        None => verdict(False, reasons::STARTING, "the container has not reported yet"),
+        None => verdict(
+            False,
+            reasons::STARTING,
+            "the container has not reported yet",
+        ),
         Some(c) if c.status == True => verdict(True, reasons::RUNNING, c.message.clone()),
         Some(c) if c.reason == reasons::CONTAINER_FAILED => {
             verdict(False, reasons::CONTAINER_FAILED, c.message.clone())
@@ -208,7 +212,11 @@ fn check(id: &str, dep: &sdk::Dependency, v: &DependencyView) -> Option<String> 
     }
     dep.health_checks
         .iter()
-        .find(|c| v.health.get(*c).is_none_or(|h| h.result != HealthState::Success))
+        .find(|c| {
+            v.health
+                .get(*c)
+                .is_none_or(|h| h.result != HealthState::Success)
+        })
         .map(|c| format!("{id}: health check {c:?} is not passing"))
 }
 

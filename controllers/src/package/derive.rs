@@ -5,8 +5,8 @@
 use crds::{
     Object, ObjectMeta, OwnerReference, Resource, Spec,
     kinds::{
-        ContainerSpec, InterfaceType, PackageSpec, ResourceLimits, ServiceInterfaceSpec,
-        Severity, TaskSpec, VolumeSpec,
+        ContainerSpec, InterfaceType, PackageSpec, ResourceLimits, ServiceInterfaceSpec, Severity,
+        TaskSpec, VolumeSpec,
     },
 };
 use sdk::Manifest;
@@ -118,7 +118,11 @@ pub fn addresses(m: &Manifest, id: &str, ip: Option<&str>) -> Vec<String> {
     } else {
         ip.to_owned()
     };
-    let user = i.username.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+    let user = i
+        .username
+        .as_ref()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
     let path = i.path.clone().unwrap_or_default();
     vec![format!(
         "{}://{user}{host}:{}{path}",

@@ -121,7 +121,9 @@ pub fn import(layout: &Layout, src: &Resolved, package: &str) -> Result<Manifest
     let label = src.path();
     let dir = Dir::open(&src.dir).map_err(|e| {
         if e.is_not_found() {
-            ImportError::NotFound { path: label.clone() }
+            ImportError::NotFound {
+                path: label.clone(),
+            }
         } else {
             ImportError::Unusable(e)
         }

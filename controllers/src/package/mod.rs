@@ -176,12 +176,7 @@ impl Reconciler for PackageController {
 }
 
 /// A condition of this controller for `pkg`.
-fn condition(
-    pkg: &Resource<PackageSpec>,
-    ctx: &Context,
-    type_: &str,
-    v: Verdict,
-) -> Condition {
+fn condition(pkg: &Resource<PackageSpec>, ctx: &Context, type_: &str, v: Verdict) -> Condition {
     Condition::new(type_, v.status, v.reason, v.message, ctx.clock.now())
         .with_generation(pkg.metadata.generation)
         .reported_by(NAME)
@@ -397,7 +392,11 @@ impl PackageController {
             let addresses = derive::addresses(m, &spec.interface_id, ip);
             let si = Resource::<ServiceInterfaceSpec>::from_object(&obj)
                 .map_err(|e| ReconcileError::Terminal(format!("{}: {e}", obj.key())))?;
-            let current = si.status.as_ref().map(|s| s.addresses.clone()).unwrap_or_default();
+            let current = si
+                .status
+                .as_ref()
+                .map(|s| s.addresses.clone())
+                .unwrap_or_default();
             if current != addresses {
                 update_status(&*ctx.store, &si, |s| s.addresses = addresses).await?;
             }
@@ -423,7 +422,12 @@ impl PackageController {
             condition(pkg, ctx, types::RUNNING, running),
             condition(pkg, ctx, types::HEALTHY, healthy),
             condition(pkg, ctx, types::DEPENDENCIES_SATISFIED, deps),
-            condition(pkg, ctx, types::TASKS_PENDING, conditions::tasks(&outstanding)),
+            condition(
+                pkg,
+                ctx,
+                types::TASKS_PENDING,
+                conditions::tasks(&outstanding),
+            ),
         ];
         update_status(&*ctx.store, pkg, |s: &mut PackageStatus| {
             s.version = Some(m.version.clone());
@@ -484,11 +488,7 @@ impl PackageController {
         }
         // No import runs while we look: a new archive is named by its Package's status
         // only after the import that renamed it in.
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let dir = self.layout.archives();
         let removed = tokio::task::spawn_blocking(move || remove_unused(&dir, &used))
             .await
@@ -510,11 +510,7 @@ fn remove_unused(dir: &std::path::Path, used: &BTreeSet<String>) -> Result<Vec<S
     d.remove_temporaries().map_err(|e| e.to_string())?;
     let mut removed = Vec::new();
     for entry in d.list().map_err(|e| e.to_string())? {
-        let Some(hex) = entry
-            .name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".s9pk"))
-        else {
+        let Some(hex) = entry.name.to_str().and_then(|n| n.strip_suffix(".s9pk")) else {
             continue;
         };
         let hash = format!("sha256:{hex}");
@@ -614,11 +610,16 @@ impl Failures {
     const MAX: usize = 256;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SourceIdentity, Failure)>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(&self, id: &SourceIdentity) -> Option<Failure> {
-        self.lock().iter().find(|(k, _)| k == id).map(|(_, f)| f.clone())
+        self.lock()
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, f)| f.clone())
     }
 
     fn insert(&self, id: SourceIdentity, f: Failure) {
