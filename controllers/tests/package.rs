@@ -951,3 +951,51 @@ async fn a_full_disk_leaves_no_partial_archive() -> Result<()> {
     ensure!(left.is_empty(), "left behind: {left:?}");
     env.stop().await
 }
+
+// === updates ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_prunes_what_the_new_manifest_drops_and_asks_its_tasks() -> Result<()> {
+    let mut env = Env::new()?;
+    let (v1_path, v1_hash) = env.file("v1.s9pk", &with_critical_task("up", "1.0.0:0"))?;
+    let mut v2 = with_critical_task("up", "2.0.0:0");
+    v2["volumes"] = json!(["data", "cache"]);
+    v2["interfaces"] = json!({});
+    v2["hardwareRequirements"] = json!({"ram": 67_108_864});
+    let (v2_path, v2_hash) = env.file("v2.s9pk", &v2)?;
+    env.start();
+    env.create("Package", "up", file_spec(&v1_path, &v1_hash))
+        .await?;
+    env.wait_condition("up", "Running=False/BlockedByTask")
+        .await?;
+    env.delete("Task", "up-set-password").await?;
+    env.wait_condition("up", "TasksPending=False/NoTasks")
+        .await?;
+    ensure!(env.get("ServiceInterface", "up-ui").await.is_ok());
+
+    let mut p = env.get("Package", "up").await?;
+    p.spec = file_spec(&v2_path, &v2_hash);
+    env.store.update(p, &w()).await?;
+    let obj = env
+        .wait_condition("up", "Running=False/BlockedByTask")
+        .await?;
+    let status = package_status(&obj);
+    assert_eq!(status.version.as_deref(), Some("2.0.0:0"));
+    assert_eq!(status.tasks_created_for.as_deref(), Some("2.0.0:0"));
+    env.get("Task", "up-set-password")
+        .await
+        .context("the new version's task")?;
+    env.get("Volume", "up-cache")
+        .await
+        .context("the new volume")?;
+    env.wait("ServiceInterface", "up-ui", "pruned", |o| o.is_none())
+        .await?;
+    let c = container_spec(&env.get("Container", "up").await?);
+    assert_eq!(c.root_hash, v2_hash);
+    assert_eq!(
+        c.limits.memory_bytes,
+        Some(67_108_864),
+        "the manifest's RAM"
+    );
+    env.stop().await
+}

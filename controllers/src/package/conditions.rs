@@ -252,3 +252,238 @@ pub fn first_critical(outstanding: &[TaskSpec]) -> Option<&TaskSpec> {
         .filter(|t| t.severity == Severity::Critical)
         .min_by(|a, b| a.action.cmp(&b.action))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::{Condition, kinds::ProcessState};
+
+    fn container(running: Option<(&str, &str, &str)>, procs: &[Process<'_>]) -> ContainerStatus {
+        ContainerStatus {
+            conditions: running
+                .map(|(status, reason, message)| {
+                    let status = match status {
+                        "True" => ConditionStatus::True,
+                        "False" => ConditionStatus::False,
+                        _ => ConditionStatus::Unknown,
+                    };
+                    vec![Condition::new(
+                        "Running",
+                        status,
+                        reason,
+                        message,
+                        chrono::Utc::now(),
+                    )]
+                })
+                .unwrap_or_default(),
+            processes: procs
+                .iter()
+                .map(|(id, state, ready, message)| {
+                    let p = ProcessState {
+                        kind: "daemon".into(),
+                        state: (*state).into(),
+                        ready: *ready,
+                        restarts: 0,
+                        message: (*message).into(),
+                    };
+                    ((*id).to_owned(), p)
+                })
+                .collect(),
+            ..ContainerStatus::default()
+        }
+    }
+
+    fn task(action: &str, severity: Severity) -> TaskSpec {
+        TaskSpec {
+            package: "p".into(),
+            action: action.into(),
+            severity,
+            reason: "because".into(),
+        }
+    }
+
+    /// (name, spec.running, container, critical task, waiting for, expected verdict).
+    type RunningCase<'a> = (
+        &'a str,
+        bool,
+        Option<&'a ContainerStatus>,
+        Option<&'a TaskSpec>,
+        Option<&'a str>,
+        &'a str,
+    );
+
+    /// (id, state, ready, message) of one process.
+    type Process<'a> = (&'a str, &'a str, bool, &'a str);
+
+    /// (name, processes, expected verdict, expected health entries).
+    type HealthCase<'a> = (&'a str, &'a [Process<'a>], &'a str, &'a str);
+
+    fn show(v: &Verdict) -> String {
+        format!("{:?}/{}: {}", v.status, v.reason, v.message)
+    }
+
+    #[test]
+    fn running_follows_the_spec_the_blockers_and_the_container() {
+        let up = container(Some(("True", "Running", "up")), &[]);
+        let down = container(Some(("False", "Stopped", "stopped")), &[]);
+        let failed = container(Some(("False", "ContainerFailed", "lxc-start: exit 1")), &[]);
+        let starting = container(Some(("False", "Starting", "mounting images")), &[]);
+        let critical = task("set-password", Severity::Critical);
+        let cases: &[RunningCase] = &[
+            (
+                "stopped on request",
+                false,
+                Some(&down),
+                None,
+                None,
+                "False/Stopped: stopped: spec.running is false",
+            ),
+            (
+                "never made, stopped",
+                false,
+                None,
+                None,
+                None,
+                "False/Stopped: stopped: spec.running is false",
+            ),
+            (
+                "still stopping",
+                false,
+                Some(&up),
+                None,
+                None,
+                "True/Running: stopping: spec.running is false",
+            ),
+            (
+                "a critical task",
+                true,
+                None,
+                Some(&critical),
+                None,
+                "False/BlockedByTask: run action \"set-password\" first (critical task: because)",
+            ),
+            (
+                "a dependency",
+                true,
+                None,
+                None,
+                Some("waiting for db is not running"),
+                "False/WaitingForDependencies: waiting for db is not running",
+            ),
+            (
+                "no report yet",
+                true,
+                None,
+                None,
+                None,
+                "False/Starting: the container has not reported yet",
+            ),
+            (
+                "starting",
+                true,
+                Some(&starting),
+                None,
+                None,
+                "False/Starting: mounting images",
+            ),
+            (
+                "failed",
+                true,
+                Some(&failed),
+                None,
+                None,
+                "False/ContainerFailed: lxc-start: exit 1",
+            ),
+            ("running", true, Some(&up), None, None, "True/Running: up"),
+        ];
+        for (name, spec, c, blocked, waiting, want) in cases {
+            assert_eq!(
+                show(&running(*spec, *c, *blocked, *waiting)),
+                *want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_names_the_failing_daemon() {
+        let m: Manifest = serde_json::from_value(serde_json::json!({
+            "id": "p", "title": "t", "version": "1.0.0:0", "license": "MIT",
+            "description": {"short": "s", "long": "l"}, "arch": ["x86_64"],
+            "images": {"main": {}},
+            "daemons": {
+                "db": {"image": "main"},
+                "web": {"image": "main", "ready": {"tcp": {"port": 80}}},
+            },
+        }))
+        .unwrap();
+        let cases: &[HealthCase] = &[
+            (
+                "all ready",
+                &[("db", "running", true, ""), ("web", "running", true, "ok")],
+                "True/Healthy: 2 daemons ready",
+                "web=Success",
+            ),
+            (
+                "probe failing",
+                &[
+                    ("db", "running", true, ""),
+                    ("web", "running", false, "not ready: refused"),
+                ],
+                "False/Unhealthy: daemon \"web\" is failing: running: not ready: refused",
+                "web=Failure",
+            ),
+            (
+                "crashing without a probe",
+                &[
+                    ("db", "backoff", false, "exit 1; restarting in 2s"),
+                    ("web", "running", true, ""),
+                ],
+                "False/Unhealthy: daemon \"db\" is failing: backoff: exit 1; restarting in 2s",
+                "web=Success",
+            ),
+            (
+                "starting",
+                &[
+                    ("db", "running", true, ""),
+                    ("web", "starting", false, "starting: refused"),
+                ],
+                "False/Starting: daemon \"web\" is starting: starting: refused",
+                "web=Starting",
+            ),
+            (
+                "not reported",
+                &[],
+                "False/Starting: daemon \"db\" is starting: not reported yet",
+                "web=Starting",
+            ),
+        ];
+        for (name, procs, want, want_health) in cases {
+            let c = container(None, procs);
+            let (v, h) = health(&m, Some(&c), true);
+            assert_eq!(show(&v), *want, "{name}");
+            let h: Vec<String> = h
+                .iter()
+                .map(|(k, r)| format!("{k}={:?}", r.result))
+                .collect();
+            assert_eq!(h.join(","), *want_health, "{name}");
+        }
+        let (v, h) = health(&m, None, false);
+        assert_eq!(show(&v), "Unknown/Stopped: not running");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn tasks_list_critical_first() {
+        let v = tasks(&[
+            task("b-optional", Severity::Optional),
+            task("z-critical", Severity::Critical),
+            task("a-important", Severity::Important),
+        ]);
+        assert_eq!(
+            show(&v),
+            "True/TasksOutstanding: run z-critical (critical), a-important (important), b-optional (optional)"
+        );
+        assert_eq!(show(&tasks(&[])), "False/NoTasks: no tasks");
+    }
+}

@@ -72,11 +72,12 @@ impl ImportError {
         }
     }
 
-    /// A fault of the machine (a full disk, out of descriptors) rather than of the archive:
-    /// worth retrying on a timer, since no store change announces its end.
+    /// A fault of the machine (a full disk, out of descriptors) or a file not there yet,
+    /// rather than a verdict on the archive: worth retrying on a timer, since no store
+    /// change announces its end.
     pub fn is_fault(&self) -> bool {
         match self {
-            Self::Copy { .. } => true,
+            Self::Copy { .. } | Self::NotFound { .. } => true,
             Self::Unusable(e) => e.is_resource_fault(),
             Self::Rejected {
                 source: S9pkError::Io { .. },

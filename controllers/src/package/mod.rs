@@ -167,8 +167,8 @@ impl Reconciler for PackageController {
         let pkg = &pkg;
         finalizer(&*ctx.store, &obj, FINALIZER, |event| async move {
             match event {
-                FinalizerEvent::Apply => self.apply(&pkg, ctx).await,
-                FinalizerEvent::Cleanup => uninstall::cleanup(self, &pkg, ctx).await,
+                FinalizerEvent::Apply => self.apply(pkg, ctx).await,
+                FinalizerEvent::Cleanup => uninstall::cleanup(self, pkg, ctx).await,
             }
         })
         .await
@@ -285,7 +285,10 @@ impl PackageController {
             reason: reasons::INSTALLING,
             message: format!("importing {}", src.path().display()),
         };
-        *pkg = not_installed(pkg, ctx, installing).await?;
+        // A source not there at all is reported by the import without announcing one.
+        if identity.file.is_some() {
+            *pkg = not_installed(pkg, ctx, installing).await?;
+        }
         let permit = self
             .permits
             .clone()
@@ -310,9 +313,7 @@ impl PackageController {
             }
             Err(e) => {
                 let f = Failure::from(e);
-                if !f.fault {
-                    self.failures.insert(identity, f.clone());
-                }
+                self.failures.insert(identity, f.clone());
                 Ok(Err(f))
             }
         }
@@ -555,7 +556,7 @@ async fn not_installed(
 struct Failure {
     reason: &'static str,
     message: String,
-    /// A fault of the machine: retried on a timer, never remembered.
+    /// A fault of the machine or a missing file: retried on a timer, never remembered.
     fault: bool,
 }
 

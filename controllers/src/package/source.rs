@@ -69,6 +69,12 @@ pub fn resolve(spec: &PackageSpec, name: &str, cache: &Cache) -> Result<Resolved
         ));
     };
     let status: RegistryStatus = reg.status.clone().unwrap_or_default();
+    if crds::condition::find_condition(&status.conditions, crds::condition::types::SCANNED)
+        .is_none()
+        && status.packages.is_empty()
+    {
+        return Err(format!("registry {registry:?} has not been scanned yet"));
+    }
     let Some(offer) = status.packages.iter().find(|p| p.id == name) else {
         return Err(format!("registry {registry:?} does not offer {name}"));
     };
