@@ -734,6 +734,18 @@ async fn refused_sources_are_conditions_and_disturb_nothing() -> Result<()> {
     if names != [want.clone()] {
         failures.push(format!("archives {names:?}, want [{want}]"));
     }
+    // Each import that ran left one event; settling added no repeats.
+    let events = env.store.list(kind("Event")).await?.items;
+    let tampered: Vec<&Object> = events
+        .iter()
+        .filter(|e| e.spec["involvedObject"]["name"] == "tampered")
+        .collect();
+    if tampered.len() != 1
+        || tampered[0].spec["reason"] != "ArchiveRejected"
+        || tampered[0].spec["count"] != 1
+    {
+        failures.push(format!("events of tampered: {tampered:?}"));
+    }
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
     env.stop().await
 }
@@ -882,20 +894,42 @@ async fn uninstall_waits_for_the_container_and_removes_data_unless_kept() -> Res
     env.wait_condition("keep", "Installed=True/Installed")
         .await?;
 
-    // The unused archive of "gone" is collected; the one "keep" uses stays.
+    env.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_archives_are_collected() -> Result<()> {
+    let mut env = Env::new()?;
+    let (keep_path, keep_hash) = env.file("keep.s9pk", &manifest("keep", "1.0.0:0", json!({})))?;
+    let (gone_path, gone_hash) = env.file("gone.s9pk", &manifest("gone", "1.0.0:0", json!({})))?;
+    let pc =
+        PackageController::new(env.layout.clone()).archive_gc_every(Duration::from_millis(200));
+    env.start_packages(pc);
+    env.create("Package", "keep", file_spec(&keep_path, &keep_hash))
+        .await?;
+    env.create("Package", "gone", file_spec(&gone_path, &gone_hash))
+        .await?;
+    env.wait_condition("keep", "Installed=True/Installed")
+        .await?;
+    env.wait_condition("gone", "Installed=True/Installed")
+        .await?;
+    env.delete("Package", "gone").await?;
+    env.wait("Package", "gone", "gone", |o| o.is_none()).await?;
     let gone_archive = env.layout.archive(&gone_hash).context("path")?;
-    let mut p = env.get("Package", "keep").await?;
+    ensure!(
+        gone_archive.exists(),
+        "collected at once, not at the next collection"
+    );
     for i in 0..50 {
         if !gone_archive.exists() {
             break;
         }
-        // Each touch is a reconcile, and a reconcile collects when it is due.
-        p = env.get("Package", "keep").await?;
+        // Each touch is a reconcile, and a reconcile collects when a collection is due.
+        let mut p = env.get("Package", "keep").await?;
         p.metadata.annotations.insert("touch".into(), i.to_string());
-        p = env.store.update(p, &w()).await?;
+        env.store.update(p, &w()).await?;
         env.settle().await?;
     }
-    drop(p);
     ensure!(!gone_archive.exists(), "unused archive kept");
     ensure!(
         env.layout.archive(&keep_hash).context("path")?.exists(),

@@ -49,8 +49,8 @@ use crds::{
     Condition, ConditionStatus, KindInfo, Object, Resource, Spec,
     condition::{find_condition, reasons, types},
     kinds::{
-        ContainerSpec, PackageSpec, PackageStatus, RegistrySpec, ServiceInterfaceSpec, TaskSpec,
-        VolumeSpec,
+        ContainerSpec, EventType, PackageSpec, PackageStatus, RegistrySpec, ServiceInterfaceSpec,
+        TaskSpec, VolumeSpec,
     },
 };
 use sdk::Manifest;
@@ -306,17 +306,35 @@ impl PackageController {
         })
         .await
         .map_err(|e| ReconcileError::Transient(format!("{}: import: {e}", pkg.name())))?;
-        match imported {
+        // An event per import that ran (not per reconcile: failures are remembered).
+        let obj = pkg.to_object();
+        let published = match imported {
             Ok(m) => {
                 tracing::info!(package = %pkg.name(), root_hash = %src.root_hash, "archive imported");
-                Ok(Ok(self.remember(&src.root_hash, m)))
+                let message = format!(
+                    "{} {} imported from {}",
+                    m.id,
+                    m.version,
+                    src.path().display()
+                );
+                let event =
+                    ctx.events
+                        .publish(&obj, EventType::Normal, reasons::INSTALLED, &message);
+                (event.await, Ok(self.remember(&src.root_hash, m)))
             }
             Err(e) => {
                 let f = Failure::from(e);
                 self.failures.insert(identity, f.clone());
-                Ok(Err(f))
+                let event = ctx
+                    .events
+                    .publish(&obj, EventType::Warning, f.reason, &f.message);
+                (event.await, Err(f))
             }
+        };
+        if let (Err(e), _) = &published {
+            tracing::warn!(package = %pkg.name(), error = %e, "event not recorded");
         }
+        Ok(published.1)
     }
 
     fn remember(&self, root_hash: &str, m: Manifest) -> Arc<Manifest> {
@@ -344,6 +362,18 @@ impl PackageController {
         // Tasks first: one created now must keep the container stopped in this very pass.
         let wanted_tasks = derive::tasks(name, m);
         let first_for_version = old_status.tasks_created_for.as_deref() != Some(&m.version);
+        if first_for_version {
+            // The cached Package may predate our own write of tasksCreatedFor: creating
+            // tasks from it would ask again a task done since. The store has the last word.
+            let fresh = ctx.store.get(kind::<PackageSpec>(), name).await?;
+            let fresh = Resource::<PackageSpec>::from_object(&fresh)
+                .map_err(|e| ReconcileError::Terminal(format!("{}: {e}", fresh.key())))?;
+            if fresh.metadata.uid != pkg.metadata.uid
+                || fresh.metadata.resource_version != pkg.metadata.resource_version
+            {
+                return Err(ReconcileError::Conflict);
+            }
+        }
         let mut outstanding: Vec<TaskSpec> = ctx
             .cache
             .list(kind::<TaskSpec>())
