@@ -42,6 +42,13 @@ impl Index {
         );
     }
 
+    /// Records where Package `name` comes from, keeping what it runs.
+    pub fn record_source(&self, name: &str, registry: Option<&str>) {
+        let mut inner = self.lock();
+        let entry = inner.packages.entry(name.to_owned()).or_default();
+        entry.1 = registry.map(str::to_owned);
+    }
+
     pub fn forget_package(&self, name: &str) {
         self.lock().packages.remove(name);
     }

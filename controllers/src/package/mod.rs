@@ -187,7 +187,7 @@ impl PackageController {
         let name = pkg.name().to_owned();
         let name = name.as_str();
         self.index
-            .record(name, None, pkg.spec.source.registry.as_deref());
+            .record_source(name, pkg.spec.source.registry.as_deref());
         let resolved = match source::resolve(&pkg.spec, name, &ctx.cache) {
             Ok(r) => r,
             Err(message) => {
