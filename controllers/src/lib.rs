@@ -7,6 +7,7 @@
 //! - [`container`]: package containers; so far [`container::plan`], what one runs
 //!   (`start-container`'s configuration and action command lines) planned from the manifest.
 //! - [`registry`]: scans `Registry` directories and lists the packages they offer.
+//! - [`package`]: installs `Package` archives, derives what runs them and reports on it.
 //!
 //! Invariant: controllers talk to each other only through resources in the store, write only
 //! status and the derived kinds they own, and never serve HTTP.
@@ -16,6 +17,7 @@ pub mod container;
 pub mod file_watch;
 pub mod gc;
 pub mod layout;
+pub mod package;
 pub mod registry;
 pub mod runtime;
 pub mod validity;

@@ -87,6 +87,9 @@ pub mod reasons {
     pub const MEMBER_MISSING: &str = "MemberMissing";
     /// `Installed=False`: the manifest does not describe a package that can run.
     pub const MANIFEST_INVALID: &str = "ManifestInvalid";
+    /// `Installed=False`: the archive could not be copied into the data directory (a full
+    /// disk, an I/O error); retried.
+    pub const IMPORT_FAILED: &str = "ImportFailed";
     /// `Running=False`: the container or its daemons are starting.
     pub const STARTING: &str = "Starting";
     /// `Running=True`.

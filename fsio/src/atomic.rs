@@ -45,7 +45,35 @@ impl Dir {
     /// Writes `bytes` with permission bits `mode` to a new temporary file in this directory
     /// and syncs it; [`Staged::commit`] puts it in place as `name`.
     pub fn stage(&self, name: impl AsRef<OsStr>, bytes: &[u8], mode: u32) -> Result<Staged<'_>> {
-        let name = name.as_ref();
+        let (staged, mut file) = self.stage_file(name.as_ref(), mode)?;
+        let path = self.join(&staged.tmp);
+        file.write_all(bytes)
+            .map_err(FsioError::io("write", &path))?;
+        file.sync_all().map_err(FsioError::io("sync", &path))?;
+        Ok(staged)
+    }
+
+    /// Copies at most `limit` bytes of `from` into a new temporary file in this directory
+    /// (permission bits `mode`) and syncs it; [`Staged::commit`] puts it in place as `name`.
+    /// For content too large to hold in memory (package archives): the caller may read the
+    /// staged copy back ([`Staged::open`]) and check it before committing. A failed write
+    /// (a full disk) removes the temporary file.
+    pub fn stage_from(
+        &self,
+        name: impl AsRef<OsStr>,
+        from: &mut impl std::io::Read,
+        limit: u64,
+        mode: u32,
+    ) -> Result<Staged<'_>> {
+        let (staged, mut file) = self.stage_file(name.as_ref(), mode)?;
+        let path = self.join(&staged.tmp);
+        std::io::copy(&mut std::io::Read::take(from, limit), &mut file)
+            .map_err(FsioError::io("write", &path))?;
+        file.sync_all().map_err(FsioError::io("sync", &path))?;
+        Ok(staged)
+    }
+
+    fn stage_file(&self, name: &OsStr, mode: u32) -> Result<(Staged<'_>, File)> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let tmp = tmp_name(name);
@@ -61,11 +89,7 @@ impl Dir {
         // The creation mode went through the umask; the mode asked for is the mode meant.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
             .map_err(|e| FsioError::io("set permissions of", &path)(e.into()))?;
-        let mut file = File::from(fd);
-        file.write_all(bytes)
-            .map_err(FsioError::io("write", &path))?;
-        file.sync_all().map_err(FsioError::io("sync", &path))?;
-        Ok(staged)
+        Ok((staged, File::from(fd)))
     }
 
     /// Replaces `name` with `bytes` durably (stage, then commit).
@@ -92,6 +116,12 @@ impl Dir {
 }
 
 impl Staged<'_> {
+    /// Opens the staged content for reading (without following links), so a caller can
+    /// check what will be put in place, not what it meant to write.
+    pub fn open(&self) -> Result<crate::OpenFile> {
+        self.dir.open_file(&self.tmp)
+    }
+
     /// Renames the temporary file over the target and syncs the directory.
     pub fn commit(mut self) -> Result<()> {
         rustix::fs::renameat(self.dir.fd(), &self.tmp, self.dir.fd(), &self.name)

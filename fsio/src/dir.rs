@@ -244,6 +244,55 @@ impl Dir {
         }
     }
 
+    /// Removes the entry `name` and, when it is a directory, everything below it. Nothing
+    /// is followed: a symbolic link anywhere in the tree is removed itself, never what it
+    /// points to, and every directory is opened relative to its parent's descriptor
+    /// (`O_NOFOLLOW`), so a directory swapped for a link meanwhile is an error, not a
+    /// redirection. Returns whether `name` existed. Depth is bounded only by descriptors:
+    /// one is open per level being removed.
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<bool> {
+        let name = name.as_ref();
+        match self.entry_kind(name)? {
+            None => return Ok(false),
+            Some(EntryKind::Dir) => {}
+            Some(_) => return self.remove(name),
+        }
+        // Depth first without recursion: each frame is an open directory being emptied.
+        let mut stack = vec![self.child(name)?];
+        while let Some(dir) = stack.last() {
+            let mut descended = None;
+            for entry in dir.list()? {
+                if entry.kind == EntryKind::Dir {
+                    descended = Some(dir.child(&entry.name)?);
+                    break;
+                }
+                match rustix::fs::unlinkat(&dir.fd, &entry.name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(FsioError::io("remove", dir.join(&entry.name))(e.into())),
+                }
+            }
+            match descended {
+                Some(child) => stack.push(child),
+                None => {
+                    let done = stack.pop().expect("the loop runs on a non-empty stack");
+                    let (parent_fd, leaf) = match stack.last() {
+                        Some(parent) => (&parent.fd, done.path.file_name().map(OsStr::to_owned)),
+                        None => (&self.fd, Some(name.to_owned())),
+                    };
+                    let leaf = leaf.unwrap_or_default();
+                    match rustix::fs::unlinkat(parent_fd, &leaf, AtFlags::REMOVEDIR) {
+                        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                        Err(e) => {
+                            return Err(FsioError::io("remove directory", &done.path)(e.into()));
+                        }
+                    }
+                }
+            }
+        }
+        self.sync()?;
+        Ok(true)
+    }
+
     fn not_a_dir(&self, name: &OsStr, path: PathBuf, source: io::Error) -> FsioError {
         match self.entry_kind(name) {
             Ok(Some(EntryKind::Symlink)) => FsioError::Symlink { path },

@@ -174,3 +174,74 @@ fn a_huge_file_is_refused_without_reading_it() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn remove_tree_removes_links_never_their_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("keep.txt"), "keep").unwrap();
+    let tree = tmp.path().join("data/tree");
+    fs::create_dir_all(tree.join("a/b/c")).unwrap();
+    fs::write(tree.join("a/b/c/file"), "x").unwrap();
+    fs::write(tree.join("top"), "y").unwrap();
+    symlink(&outside, tree.join("a/link-to-dir")).unwrap();
+    symlink(outside.join("keep.txt"), tree.join("a/b/link-to-file")).unwrap();
+    let data = Dir::open(tmp.path().join("data")).unwrap();
+    let d = fs::File::open(tree.join("a")).unwrap();
+    rustix::fs::mknodat(&d, "fifo", FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+
+    assert!(data.remove_tree("tree").unwrap());
+    assert!(!tree.exists());
+    assert_eq!(
+        fs::read_to_string(outside.join("keep.txt")).unwrap(),
+        "keep"
+    );
+    assert!(outside.join("sub").is_dir());
+    assert!(!data.remove_tree("tree").unwrap(), "already gone");
+
+    // A link in the place of the tree itself: the link goes, the target stays.
+    symlink(&outside, tmp.path().join("data/tree")).unwrap();
+    assert!(data.remove_tree("tree").unwrap());
+    assert!(outside.join("keep.txt").exists());
+}
+
+#[test]
+fn stage_from_is_read_back_before_commit_and_removed_when_dropped() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let content = vec![5u8; 100_000];
+    {
+        let staged = dir
+            .stage_from("big.bin", &mut content.as_slice(), 1 << 20, 0o600)
+            .unwrap();
+        let mut back = Vec::new();
+        staged
+            .open()
+            .unwrap()
+            .into_file()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, content);
+        assert!(
+            !tmp.path().join("big.bin").exists(),
+            "nothing in place before commit"
+        );
+    }
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "dropped: removed"
+    );
+    let staged = dir
+        .stage_from("big.bin", &mut content.as_slice(), 10, 0o600)
+        .unwrap();
+    staged.commit().unwrap();
+    assert_eq!(fs::read(tmp.path().join("big.bin")).unwrap(), vec![5u8; 10]);
+    let mode = fs::metadata(tmp.path().join("big.bin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -51,6 +51,9 @@ pub(super) async fn run<R: Reconciler>(controller: Controller, reconciler: R, sh
     let mut kinds: Vec<&'static KindInfo> = primary.clone();
     kinds.extend(owns.iter().copied());
     kinds.extend(watches.iter().map(|(k, _)| *k));
+    // A kind both reconciled and watched (Packages depending on Packages) is reflected once.
+    kinds.sort_by_key(|k| k.kind);
+    kinds.dedup_by_key(|k| k.kind);
     let (changes, mut ready) = start_reflectors(&store, kinds, &cache, &stop_reflectors);
     let ctx = Context {
         store: store.clone(),

@@ -294,6 +294,10 @@ pub struct PackageStatus {
     /// Health check results by check id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub health: BTreeMap<String, HealthResult>,
+    /// The version whose manifest tasks were created: a task done (its `Task` deleted) is
+    /// not asked again, while an update to another version asks that version's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_created_for: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
