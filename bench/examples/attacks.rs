@@ -15,7 +15,6 @@
 //! allocates until the machine runs out.
 
 #[allow(dead_code)]
-
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};

@@ -553,7 +553,10 @@ async fn measure(
 ) -> Result<Measured> {
     let pid = daemon.pid;
     let anonymous = HttpStore::connect(Endpoint::Tcp(format!("http://{}", daemon.addr)), None)?;
-    let password = daemon.password.as_deref().context("startd printed no password")?;
+    let password = daemon
+        .password
+        .as_deref()
+        .context("startd printed no password")?;
     let token = login(&anonymous, password).await?;
     let store = anonymous.with_token(Some(token.clone()))?;
     let names: Vec<String> = (0..args.count).map(|i| format!("bench-{i:04}")).collect();

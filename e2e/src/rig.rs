@@ -125,9 +125,9 @@ impl HostConfig {
             bridge: format!("ste{unique}"),
             cidr,
             prefix: format!("e{unique}-"),
-            // One range of 65536 ids per container; 16 containers per test, far above the
-            // default base so no other test or user shares them.
-            id_base: 1_500_000_000 + unique * 16 * 65_536 % 1_000_000_000,
+            // One range of 65536 ids per container, 16 containers per test, in one of
+            // 2500 slots far above the default base, so no other test or user shares them.
+            id_base: 1_500_000_000 + (unique % 2_500) * 16 * 65_536,
         })
     }
 

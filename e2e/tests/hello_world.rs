@@ -49,12 +49,14 @@ fn container_pids(data: &Path, lxc_name: &str) -> Result<Vec<u32>> {
         .arg(data.join("lxc"))
         .args(["-n", lxc_name, "-p", "-H"]))?;
     let init: u32 = out.trim().parse().context("lxc-info pid")?;
-    let children = run(Command::new("sh").args([
-        "-c",
-        &format!("cat /proc/{init}/task/*/children"),
-    ]))?;
+    let children =
+        run(Command::new("sh").args(["-c", &format!("cat /proc/{init}/task/*/children")]))?;
     let mut pids = vec![init];
-    pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    pids.extend(
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok()),
+    );
     Ok(pids)
 }
 
@@ -89,8 +91,12 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
 
     let flags = host.flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let daemon = Daemon::start_with(&rig::startbox(), &data, &root.join("startd.log"), &flags).await?;
-    let store: Arc<dyn Store> = Arc::new(HttpStore::connect(Endpoint::Unix(daemon.socket.clone()), None)?);
+    let daemon =
+        Daemon::start_with(&rig::startbox(), &data, &root.join("startd.log"), &flags).await?;
+    let store: Arc<dyn Store> = Arc::new(HttpStore::connect(
+        Endpoint::Unix(daemon.socket.clone()),
+        None,
+    )?);
 
     let applied = Instant::now();
     let spec = json!({"source": {"file": archive, "rootHash": root_hash}});
@@ -120,14 +126,21 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
     let base = container.status.as_ref().context("status")?["hostIdBase"]
         .as_u64()
         .context("hostIdBase")?;
-    let iface = wait_for(&store, "ServiceInterface", "hello-world-main", "addresses", |o| {
-        o.status.as_ref().is_some_and(|s| s["addresses"].is_array())
-    })
+    let iface = wait_for(
+        &store,
+        "ServiceInterface",
+        "hello-world-main",
+        "addresses",
+        |o| o.status.as_ref().is_some_and(|s| s["addresses"].is_array()),
+    )
     .await?;
     let addresses = iface.status.as_ref().context("status")?["addresses"].to_string();
     ensure!(addresses.contains(&format!("{ip}:8080")), "{addresses}");
     let page = http_get(&ip, 8080, "/").await?;
-    ensure!(page.starts_with("HTTP/1.") && page.contains("200"), "{page}");
+    ensure!(
+        page.starts_with("HTTP/1.") && page.contains("200"),
+        "{page}"
+    );
 
     // Every process of the container runs as a host uid in its mapped range, never 0.
     let lxc_name = format!("{}hello-world", host.prefix);
@@ -151,7 +164,9 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
     })
     .await?;
     ensure!(
-        tokio::net::TcpStream::connect((ip.as_str(), 8080)).await.is_err(),
+        tokio::net::TcpStream::connect((ip.as_str(), 8080))
+            .await
+            .is_err(),
         "nothing answers once stopped"
     );
     let mut obj = store.get(kind, "hello-world").await?;
@@ -162,10 +177,18 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
 
     // Uninstall: no container, mount, loop device, bridge port or file left.
     store
-        .delete(kind, "hello-world", &Preconditions::default(), &WriteOptions::default())
+        .delete(
+            kind,
+            "hello-world",
+            &Preconditions::default(),
+            &WriteOptions::default(),
+        )
         .await?;
     wait_gone(&store, "Package", "hello-world").await?;
-    let lxc = run(Command::new("lxc-ls").arg("-P").arg(data.join("lxc")).arg("-1"))?;
+    let lxc = run(Command::new("lxc-ls")
+        .arg("-P")
+        .arg(data.join("lxc"))
+        .arg("-1"))?;
     ensure!(lxc.trim().is_empty(), "containers left: {lxc}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
     let ours: Vec<&str> = mounts
@@ -181,8 +204,14 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
     ensure!(ours.is_empty(), "loop devices left: {ours:?}");
     let ports = std::fs::read_dir(format!("/sys/class/net/{}/brif", host.bridge))?.count();
     ensure!(ports == 0, "{ports} bridge ports left");
-    ensure!(!data.join("containers/hello-world").exists(), "container directory left");
-    ensure!(!data.join("volumes/hello-world").exists(), "volumes left (keepData is false)");
+    ensure!(
+        !data.join("containers/hello-world").exists(),
+        "container directory left"
+    );
+    ensure!(
+        !data.join("volumes/hello-world").exists(),
+        "volumes left (keepData is false)"
+    );
 
     daemon.stop().await?;
     drop(host);

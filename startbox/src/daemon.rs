@@ -36,6 +36,7 @@ use clap::{Args, Parser, Subcommand};
 use controllers::{
     container::{self, ContainerController},
     gc::{self, Gc},
+    package::{self, PackageController},
     registry::{self, RegistryController},
     runtime::{Metrics, Shutdown},
     validity::{self, Validity},
@@ -228,7 +229,11 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let shutdown = Shutdown::new();
-    let controllers = start_controllers(&store, &clock, &metrics, &shutdown, host);
+    let layout = match &host {
+        Some(h) => h.layout.clone(),
+        None => controllers::layout::Layout::new(data_dir),
+    };
+    let controllers = start_controllers(&store, &clock, &metrics, &shutdown, layout, host);
     let controllers = async move {
         for (name, task) in controllers {
             if let Err(e) = task.await {
@@ -409,6 +414,7 @@ fn start_controllers(
     clock: &Clock,
     metrics: &Metrics,
     shutdown: &Shutdown,
+    layout: controllers::layout::Layout,
     host: Option<host_setup::HostEnv>,
 ) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
     let mut tasks = vec![
@@ -438,6 +444,16 @@ fn start_controllers(
                     .metrics(metrics.clone())
                     .clock(clock.clone())
                     .run(registries, shutdown.clone()),
+            )
+        }),
+        (package::NAME, {
+            let packages = PackageController::new(layout);
+            tokio::spawn(
+                packages
+                    .controller(store.clone())
+                    .metrics(metrics.clone())
+                    .clock(clock.clone())
+                    .run(packages, shutdown.clone()),
             )
         }),
     ];

@@ -44,8 +44,9 @@ async fn startd_and_start_cli_end_to_end() {
     assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
     assert!(data.join("desired/packages/hello-world.yaml").is_file());
 
-    // The validity controller runs in startd: once it has seen the package it is Valid, but
-    // not Ready: nothing runs it yet, and READY says so rather than claiming True.
+    // The controllers run in startd: once they have seen the package it is Valid, but not
+    // Ready: the example names a registry that does not exist, and READY says so rather
+    // than claiming True.
     assert_eq!(
         ok(&cli(
             &data,
@@ -66,17 +67,19 @@ async fn startd_and_start_cli_end_to_end() {
             "wait",
             "package",
             "hello-world",
-            "--for=condition=Ready=Unknown",
+            "--for=condition=Ready=False",
             "--timeout=60s",
         ],
     )
     .await);
     assert_eq!(pending, "package/hello-world condition met\n");
+    let described = ok(&cli(&data, &["describe", "package", "hello-world"]).await);
+    assert!(described.contains("SourceNotFound"), "{described}");
     let listed = ok(&cli(&data, &["get", "packages"]).await);
     assert!(
-        listed.lines().any(
-            |l| l.starts_with("hello-world") && l.split_whitespace().nth(1) == Some("Unknown")
-        ),
+        listed
+            .lines()
+            .any(|l| l.starts_with("hello-world") && l.split_whitespace().nth(1) == Some("False")),
         "{listed}"
     );
 
@@ -248,12 +251,12 @@ async fn startd_and_start_cli_end_to_end() {
             "wait",
             "package",
             "second",
-            "--for=condition=Ready=Unknown",
+            "--for=condition=Ready=False",
             "--timeout=60s",
         ],
     )
     .await);
-    // No controller reports Installed yet: a wait for it times out clearly.
+    // Its registry offers nothing, so it never installs: a wait for that times out clearly.
     let timeout = cli(
         &data,
         &[
@@ -272,10 +275,11 @@ async fn startd_and_start_cli_end_to_end() {
         stderr(&timeout)
     );
 
-    // delete
-    assert_eq!(
-        ok(&cli(&data, &["delete", "package", "second", "--wait"]).await),
-        "package \"second\" deleted\n"
+    // delete: --wait waits for the package controller's finalizer (uninstall).
+    let deleted = ok(&cli(&data, &["delete", "package", "second", "--wait"]).await);
+    assert!(
+        deleted.ends_with("package \"second\" deleted\n"),
+        "{deleted}"
     );
     let gone = cli(&data, &["get", "package", "second"]).await;
     assert!(
