@@ -267,7 +267,9 @@ async fn a_follow_streams_lines_as_they_come_and_ends_at_shutdown() {
         ..Fake::default()
     });
     let server = start(Some(fake), true).await;
-    let (status, mut body) = server.open(&format!("{LOG}?follow=true&container=main")).await;
+    let (status, mut body) = server
+        .open(&format!("{LOG}?follow=true&container=main"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let mut buf = String::new();
     read_lines(&mut body, &mut buf, 1).await;
@@ -308,7 +310,10 @@ async fn a_client_that_reads_nothing_stops_the_pulling() {
     }
     eprintln!("lines pulled for a client that reads nothing: {last}");
     // Only what the socket buffers hold (a few MiB on loopback) was pulled, of 1 KiB lines.
-    assert!(last < 32 * 1024, "{last} lines pulled for a client that reads nothing");
+    assert!(
+        last < 32 * 1024,
+        "{last} lines pulled for a client that reads nothing"
+    );
     drop(body);
     server.stop().await;
 }

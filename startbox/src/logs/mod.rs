@@ -316,3 +316,6 @@ fn watch(dir: &std::path::Path, wake: Arc<Notify>) -> Result<notify::Recommended
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     Ok(watcher)
 }
+
+#[cfg(test)]
+mod tests;
