@@ -149,17 +149,15 @@ async fn log(
         .processes(&name)
         .await
         .map_err(|e| source_error(&e))?;
-    if let Some(p) = &process {
-        if !processes.contains(p) {
-            let known = if processes.is_empty() {
-                "it has no process logs yet".to_owned()
-            } else {
-                format!("its processes are {}", processes.join(", "))
-            };
-            return Err(Status::bad_request(format!(
-                "process {p:?} is not valid for Package {name:?}: {known}"
-            )));
-        }
+    if let Some(p) = process.as_ref().filter(|p| !processes.contains(p)) {
+        let known = if processes.is_empty() {
+            "it has no process logs yet".to_owned()
+        } else {
+            format!("its processes are {}", processes.join(", "))
+        };
+        return Err(Status::bad_request(format!(
+            "process {p:?} is not valid for Package {name:?}: {known}"
+        )));
     }
     let prefix = process.is_none();
     let query = LogQuery {

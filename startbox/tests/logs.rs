@@ -105,7 +105,7 @@ async fn logs_tail_one_or_all_processes_and_follow() {
     assert_eq!(ok(&remote), "db four\n");
     let anonymous = cli_with(
         |c| {
-            c.env("HOME", &tmp.path().join("nobody"))
+            c.env("HOME", tmp.path().join("nobody"))
                 .args(["--host", &url])
         },
         &["logs", "package", "x"],

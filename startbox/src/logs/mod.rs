@@ -11,6 +11,7 @@
 
 mod cursor;
 mod read;
+mod watch;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -19,11 +20,11 @@ use async_trait::async_trait;
 use controllers::layout::Layout;
 use fsio::{Dir, FsioError};
 use futures::StreamExt;
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 pub use cursor::{CUT_MARKER, MAX_LINE_BYTES};
 use read::{Follower, ProcessLog, parse, process_of};
+use watch::DirWatches;
 
 /// Lines in flight between the reader and the response.
 const CHANNEL: usize = 16;
@@ -35,11 +36,20 @@ const BATCH_BYTES: usize = 256 * 1024;
 #[derive(Clone, Debug)]
 pub struct DirLogs {
     layout: Layout,
+    watches: Arc<DirWatches>,
 }
 
 impl DirLogs {
     pub fn new(layout: Layout) -> Self {
-        Self { layout }
+        Self {
+            layout,
+            watches: Arc::default(),
+        }
+    }
+
+    /// How many log directories open follows watch now.
+    pub fn watched_dirs(&self) -> usize {
+        self.watches.watched()
     }
 }
 
@@ -121,7 +131,7 @@ impl LogSource for DirLogs {
             return Ok(futures::stream::empty().boxed());
         };
         let (tx, rx) = mpsc::channel(CHANNEL);
-        tokio::spawn(reading.run(tx));
+        tokio::spawn(reading.run(tx, self.watches.clone()));
         Ok(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|line| (line, rx))
         })
@@ -230,7 +240,7 @@ impl Reading {
         Ok((out, false))
     }
 
-    async fn run(mut self, tx: mpsc::Sender<Result<LogLine, LogError>>) {
+    async fn run(mut self, tx: mpsc::Sender<Result<LogLine, LogError>>, watches: Arc<DirWatches>) {
         let package = self.package.clone();
         loop {
             let (back, batch) = match step(self, Reading::read_batch).await {
@@ -258,8 +268,7 @@ impl Reading {
             .map(ProcessLog::into_follower)
             .collect();
         // Watching before the first poll: nothing written after that poll's reads is missed.
-        let wake = Arc::new(Notify::new());
-        let _watcher = match watch(&self.path, wake.clone()) {
+        let watch = match watches.subscribe(&self.path) {
             Ok(w) => w,
             Err(e) => {
                 let _ = tx.send(Err(unreadable(&package, e))).await;
@@ -267,14 +276,16 @@ impl Reading {
             }
         };
         loop {
-            let ((back, (batch, more)), _) = match step(self, Reading::poll).await {
-                Ok(r) => (r, ()),
+            let (batch, more) = match step(self, Reading::poll).await {
+                Ok((back, found)) => {
+                    self = back;
+                    found
+                }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
-            self = back;
             for line in batch {
                 if tx.send(Ok(line)).await.is_err() {
                     return;
@@ -282,7 +293,7 @@ impl Reading {
             }
             if !more {
                 tokio::select! {
-                    () = wake.notified() => {}
+                    () = watch.wake().notified() => {}
                     () = tx.closed() => return,
                 }
             }
@@ -299,22 +310,6 @@ async fn step<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&mut reading).map(|t| (reading, t)))
         .await
         .map_err(|e| unreadable(&package, format!("the reading task failed: {e}")))?
-}
-
-/// Wakes `wake` on every change in the directory (not on mere reads: ours would wake us).
-fn watch(dir: &std::path::Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatcher, String> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // An error (an overflowed queue) may hide a change: poll anyway.
-        if res.is_ok_and(|ev| !controllers::file_watch::changes_content(&ev.kind)) {
-            return;
-        }
-        wake.notify_one();
-    })
-    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    Ok(watcher)
 }
 
 #[cfg(test)]

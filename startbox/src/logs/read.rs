@@ -112,22 +112,25 @@ impl ProcessLog {
                 current: true,
             });
         }
-        if rest != Some(0) {
-            if let Some(f) = open_optional(dir, &previous_name(process))? {
-                let end = f.metadata().len();
-                let file = f.into_file();
-                let mut start = 0;
-                if let Some(n) = rest {
-                    let t = tail_of(&file, end, n, previous_name(process))?;
-                    lines += t.lines;
-                    start = t.start;
-                }
-                segments.push_front(Segment {
-                    cursor: Cursor::new(file, start),
-                    end,
-                    current: false,
-                });
+        let previous = if rest == Some(0) {
+            None
+        } else {
+            open_optional(dir, &previous_name(process))?
+        };
+        if let Some(f) = previous {
+            let end = f.metadata().len();
+            let file = f.into_file();
+            let mut start = 0;
+            if let Some(n) = rest {
+                let t = tail_of(&file, end, n, previous_name(process))?;
+                lines += t.lines;
+                start = t.start;
             }
+            segments.push_front(Segment {
+                cursor: Cursor::new(file, start),
+                end,
+                current: false,
+            });
         }
         Ok(Self {
             process: process.to_owned(),

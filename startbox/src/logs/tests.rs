@@ -245,3 +245,31 @@ async fn a_follow_of_all_processes_picks_up_a_new_one() {
         ("db", "db started")
     );
 }
+
+#[tokio::test]
+async fn many_follows_share_one_watch_and_release_it() {
+    let (_data, source, logs) = setup();
+    let writer = LogFile::new(&logs, "main", 1 << 20);
+    // More than the default 128 inotify instances a user may have.
+    let mut follows = Vec::new();
+    for _ in 0..300 {
+        follows.push(
+            source
+                .lines("demo", &query(Some("main"), Some(0), true))
+                .await
+                .unwrap(),
+        );
+    }
+    writer.line("out", b"to all");
+    for f in &mut follows {
+        assert_eq!(take(f, 1).await, ["to all"]);
+    }
+    assert_eq!(source.watched_dirs(), 1);
+    drop(follows);
+    // The readers notice their clients are gone on their own tasks; no event says when.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while source.watched_dirs() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the watch is kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
