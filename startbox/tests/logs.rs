@@ -148,7 +148,27 @@ async fn logs_tail_one_or_all_processes_and_follow() {
         .expect("start-cli ends on Ctrl-C")
         .unwrap();
     assert!(status.success(), "{status}");
-    daemon.terminate(Duration::from_secs(10)).await;
+
+    // A follow does not hold the daemon's shutdown: its answer ends.
+    let mut held = tokio::process::Command::new(BIN)
+        .args(["cli", "--data-dir"])
+        .arg(&data)
+        .args(["logs", "package", "x", "-f"])
+        .env_remove("STARTOS_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(held.stdout.take().unwrap()).lines();
+    assert_eq!(next(&mut out).await, "[main] one");
+    let exit = daemon.terminate(Duration::from_secs(4)).await;
+    assert!(exit.success(), "{exit}");
+    let status = tokio::time::timeout(Duration::from_secs(10), held.wait())
+        .await
+        .expect("start-cli ends with the daemon")
+        .unwrap();
+    assert!(status.success(), "{status}");
 
     // Without a containers directory (containers off, nothing prepared) there are no logs.
     let bare = tmp.path().join("bare");

@@ -123,6 +123,11 @@ impl LogSource for DirLogs {
 
     async fn lines(&self, package: &str, query: &LogQuery) -> Result<LineStream, LogError> {
         check_package(package)?;
+        if let Some(p) = &query.process
+            && (p.is_empty() || p.contains('/') || p == "." || p == "..")
+        {
+            return Err(unreadable(package, format!("{p:?} is not a process id")));
+        }
         let layout = self.layout.clone();
         let pkg = package.to_owned();
         let q = query.clone();

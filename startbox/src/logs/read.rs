@@ -9,7 +9,7 @@ use fsio::{Dir, FsioError, OpenFile};
 
 use super::cursor::{Cursor, tail_start};
 
-/// The files of a process's log.
+/// A process's current log file.
 pub fn current_name(process: &str) -> String {
     format!("{process}.log")
 }

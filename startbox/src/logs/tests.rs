@@ -138,6 +138,13 @@ async fn links_and_fifos_are_refused_with_their_path() {
     // A package never started has no logs; a name is never a path.
     assert!(source.processes("other").await.unwrap().is_empty());
     assert!(source.processes("../demo").await.is_err());
+    let e = source
+        .lines("demo", &query(Some("../run"), None, false))
+        .await
+        .err()
+        .expect("a process id is never a path")
+        .to_string();
+    assert!(e.contains("not a process id"), "{e}");
 }
 
 #[tokio::test]
