@@ -327,6 +327,51 @@ impl HttpStore {
         Ok(futures::stream::unfold(lines, next_event).boxed())
     }
 
+    /// Sends a GET to `path` and hands back the answer's body as it arrives (a package log
+    /// that follows), until the server ends it; dropping the stream closes the connection.
+    /// An error answer becomes the [`StoreError`] it stands for, about `kind` `name`.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let (resp, conn) = self.call(Method::GET, path, None, Bytes::new()).await?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            // An error answer is a short Status: the first MiB is plenty.
+            let body = Limited::new(resp.into_body(), 1024 * 1024)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(error_from_body(status, &body, &Context::object(kind, name)));
+        }
+        let target = self.target.to_string();
+        let chunks = futures::stream::unfold(Some((resp.into_body(), conn)), move |state| {
+            let target = target.clone();
+            async move {
+                let (mut body, conn) = state?;
+                loop {
+                    match body.frame().await? {
+                        Ok(frame) => {
+                            if let Ok(data) = frame.into_data() {
+                                return Some((Ok(data), Some((body, conn))));
+                            }
+                        }
+                        Err(e) => {
+                            let e = StoreError::Unavailable(format!(
+                                "the answer of {target} broke off: {e}"
+                            ));
+                            return Some((Err(e), None));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(chunks.boxed())
+    }
+
     /// The headers every request carries, for callers that build their own.
     pub fn auth_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -1,7 +1,8 @@
 //! The API server: the resource REST API in Kubernetes shape (list, get, create, replace,
 //! patch, delete, watch; discovery; OpenAPI), the UI patch stream over a WebSocket,
 //! `GET /metrics` for a Prometheus registry handed in by the daemon
-//! ([`AppState::with_metrics`]). The client for it is the `api-client` crate.
+//! ([`AppState::with_metrics`]), package logs from a [`logs::LogSource`] handed in the same
+//! way ([`AppState::with_logs`]). The client for it is the `api-client` crate.
 //!
 //! The server holds no state of its own beyond sessions: every request goes to the
 //! [`Store`]. It never touches containers, the network or disks (architecture invariant 3).
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod discovery;
 mod extract;
 mod field_validation;
+pub mod logs;
 pub mod metrics;
 pub mod openapi_v3;
 pub mod resources;
@@ -61,6 +63,8 @@ pub struct AppState {
     ui: Arc<ui_stream::UiHub>,
     /// Served at `GET /metrics` when set.
     metrics: Option<Arc<Mutex<prometheus_client::registry::Registry>>>,
+    /// Serves `GET {PREFIX}/packages/{name}/log` when set.
+    logs: Option<Arc<dyn logs::LogSource>>,
     /// The time for what the API computes itself (ages in tables); the store's clock.
     pub clock: store::Clock,
 }
@@ -70,6 +74,7 @@ impl fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("ui", &self.ui)
             .field("metrics", &self.metrics.is_some())
+            .field("logs", &self.logs.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +86,7 @@ impl AppState {
             auth,
             ui: Arc::new(ui_stream::UiHub::new()),
             metrics: None,
+            logs: None,
             clock: store::Clock::system(),
         }
     }
@@ -98,6 +104,13 @@ impl AppState {
         registry: Arc<Mutex<prometheus_client::registry::Registry>>,
     ) -> Self {
         self.metrics = Some(registry);
+        self
+    }
+
+    /// Serves package logs from `source` at `GET {PREFIX}/packages/{name}/log`
+    /// ([`logs`]). Without it, that route answers 503.
+    pub fn with_logs(mut self, source: Arc<dyn logs::LogSource>) -> Self {
+        self.logs = Some(source);
         self
     }
 }
@@ -130,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::routes())
         .merge(ui_stream::routes())
         .merge(metrics::routes())
+        .merge(logs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -208,6 +208,8 @@ async fn every_api_route_and_method_needs_credentials() {
         format!("{API}/packages?watch=1"),
         format!("{API}/packages/x"),
         format!("{API}/packages/x/status"),
+        format!("{API}/packages/x/log"),
+        format!("{API}/packages/x/log?follow=true"),
         "/ws/ui".to_owned(),
     ];
     let methods = [

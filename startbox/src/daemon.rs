@@ -243,9 +243,15 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     };
     tokio::pin!(controllers);
 
-    let state = api_server::AppState::new(store, Arc::new(auth))
+    let mut state = api_server::AppState::new(store, Arc::new(auth))
         .with_metrics(Arc::new(Mutex::new(registry)))
         .with_clock(clock);
+    // Package logs are read where start-container writes them; the directory is made by
+    // the host setup (or by whoever runs startd with containers off on a prepared tree).
+    let layout = controllers::layout::Layout::new(data_dir);
+    if layout.containers().is_dir() {
+        state = state.with_logs(Arc::new(crate::logs::DirLogs::new(layout)));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let socket_path = listeners.socket_path.clone();
     let servers = api_servers(listeners, api_server::router(state), args, budgets, stop_rx);

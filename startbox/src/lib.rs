@@ -5,4 +5,5 @@ pub mod cli;
 pub mod daemon;
 pub mod host_setup;
 pub mod logging;
+pub mod logs;
 pub mod serve;

@@ -11,6 +11,7 @@ pub mod explain;
 pub mod get;
 pub mod input;
 pub mod login;
+pub mod logs;
 pub mod output;
 pub mod s9pk;
 pub mod wait;
@@ -46,6 +47,8 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Wait for a condition on a resource, or for its deletion.
     Wait(wait::WaitArgs),
+    /// Print a package's process logs (`logs package NAME [-f] [--daemon ID] [--tail N]`).
+    Logs(logs::LogsArgs),
     /// Log in over TCP with the admin password and save an API token.
     Login(login::LoginArgs),
     /// Describe a kind and print its JSON Schema.
@@ -89,8 +92,11 @@ async fn run_command(args: CliArgs, command: impl FnOnce() -> clap::Command) -> 
         Command::Login(a) => return login::run(&args.global, a, out).await,
         _ => {}
     }
-    let store = config::connect(&args.global)?;
-    let store: &dyn store::Store = &store;
+    let client = config::connect(&args.global)?;
+    if let Command::Logs(a) = &args.command {
+        return logs::run(&client, a, out, interrupted()).await;
+    }
+    let store: &dyn store::Store = &client;
     match &args.command {
         Command::Apply(a) => apply::run(store, a, out).await,
         Command::Get(a) => get::run(store, a, out, interrupted()).await,
@@ -99,6 +105,7 @@ async fn run_command(args: CliArgs, command: impl FnOnce() -> clap::Command) -> 
         Command::Diff(a) => Ok(diff::run(store, a, out).await),
         Command::Wait(a) => wait::run(store, a, out).await,
         Command::Login(_)
+        | Command::Logs(_)
         | Command::Explain(_)
         | Command::S9pk(_)
         | Command::Completions { .. } => Ok(0),
