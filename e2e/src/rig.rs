@@ -215,6 +215,64 @@ impl Developer {
     }
 }
 
+/// A `Package` object to create.
+pub fn package(name: &str, spec: serde_json::Value) -> Object {
+    Object {
+        api_version: crds::API_VERSION.into(),
+        kind: "Package".into(),
+        metadata: crds::ObjectMeta::named(name),
+        spec,
+        status: None,
+    }
+}
+
+/// Installed, running and healthy.
+pub fn healthy(o: &Object) -> bool {
+    condition(o, "Installed") == "Installed=True/Installed"
+        && condition(o, "Running") == "Running=True/Running"
+        && condition(o, "Healthy") == "Healthy=True/Healthy"
+}
+
+/// One HTTP/1.0 GET; the whole reply.
+pub async fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((ip, port))
+        .await
+        .with_context(|| format!("connecting to {ip}:{port}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut reply)).await??;
+    Ok(reply)
+}
+
+/// What is left of a data directory on the host: containers under its LXC path, mounts
+/// and loop devices below it. Empty when nothing is left.
+pub fn host_traces(data: &Path) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    let lxc = data.join("lxc");
+    if lxc.is_dir() {
+        let listed = run(Command::new("lxc-ls").arg("-P").arg(&lxc).arg("-1"))?;
+        left.extend(listed.lines().map(|c| format!("container {c}")));
+    }
+    let data_text = data.to_string_lossy();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&*data_text))
+            .map(|l| format!("mount {l}")),
+    );
+    let loops = run(Command::new("losetup").args(["-n", "-O", "NAME,BACK-FILE"]))?;
+    left.extend(
+        loops
+            .lines()
+            .filter(|l| l.contains(&*data_text))
+            .map(|l| format!("loop device {l}")),
+    );
+    Ok(left)
+}
+
 /// `Type=Status/Reason` of a condition, or an empty string.
 pub fn condition(obj: &Object, t: &str) -> String {
     find_condition(&obj.conditions(), t)

@@ -4,34 +4,21 @@
 //! LXC container answering HTTP on its address, its processes running as host uids in its
 //! mapped range, `running: false/true`, and an uninstall that leaves nothing behind.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use api_client::{Endpoint, HttpStore};
-use crds::{API_VERSION, Object, ObjectMeta};
 use e2e::daemon::Daemon;
-use e2e::rig::{self, Developer, HostConfig, condition, run, wait_for, wait_gone};
+use e2e::rig::{
+    self, Developer, HostConfig, condition, healthy, http_get, package, run, wait_for, wait_gone,
+};
 use serde_json::json;
 use store::{Preconditions, Store, WriteOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 const TOOLS: &[&str] = &["lxc-start", "mksquashfs", "busybox", "ip", "losetup"];
-
-async fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect((ip, port))
-        .await
-        .with_context(|| format!("connecting to {ip}:{port}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut reply)).await??;
-    Ok(reply)
-}
 
 fn host_uid(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -58,22 +45,6 @@ fn container_pids(data: &Path, lxc_name: &str) -> Result<Vec<u32>> {
             .filter_map(|p| p.parse::<u32>().ok()),
     );
     Ok(pids)
-}
-
-fn package(name: &str, spec: serde_json::Value) -> Object {
-    Object {
-        api_version: API_VERSION.into(),
-        kind: "Package".into(),
-        metadata: ObjectMeta::named(name),
-        spec,
-        status: None,
-    }
-}
-
-fn healthy(o: &Object) -> bool {
-    condition(o, "Installed") == "Installed=True/Installed"
-        && condition(o, "Running") == "Running=True/Running"
-        && condition(o, "Healthy") == "Healthy=True/Healthy"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,23 +156,8 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
         )
         .await?;
     wait_gone(&store, "Package", "hello-world").await?;
-    let lxc = run(Command::new("lxc-ls")
-        .arg("-P")
-        .arg(data.join("lxc"))
-        .arg("-1"))?;
-    ensure!(lxc.trim().is_empty(), "containers left: {lxc}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let ours: Vec<&str> = mounts
-        .lines()
-        .filter(|l| l.contains(&*data.to_string_lossy()))
-        .collect();
-    ensure!(ours.is_empty(), "mounts left: {ours:#?}");
-    let loops = run(Command::new("losetup").args(["-n", "-O", "BACK-FILE"]))?;
-    let ours: BTreeSet<&str> = loops
-        .lines()
-        .filter(|l| l.contains(&*data.to_string_lossy()))
-        .collect();
-    ensure!(ours.is_empty(), "loop devices left: {ours:?}");
+    let left = rig::host_traces(&data)?;
+    ensure!(left.is_empty(), "left behind: {left:#?}");
     let ports = std::fs::read_dir(format!("/sys/class/net/{}/brif", host.bridge))?.count();
     ensure!(ports == 0, "{ports} bridge ports left");
     ensure!(

@@ -233,7 +233,15 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
         Some(h) => h.layout.clone(),
         None => controllers::layout::Layout::new(data_dir),
     };
-    let controllers = start_controllers(&store, &clock, &metrics, &shutdown, layout, host);
+    let resync = args.host.container_resync;
+    let controllers = start_controllers(
+        &store,
+        &clock,
+        &metrics,
+        &shutdown,
+        layout,
+        host.map(|h| (h, resync)),
+    );
     let controllers = async move {
         for (name, task) in controllers {
             if let Err(e) = task.await {
@@ -421,7 +429,7 @@ fn start_controllers(
     metrics: &Metrics,
     shutdown: &Shutdown,
     layout: controllers::layout::Layout,
-    host: Option<host_setup::HostEnv>,
+    host: Option<(host_setup::HostEnv, Duration)>,
 ) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
     let mut tasks = vec![
         (
@@ -463,8 +471,8 @@ fn start_controllers(
             )
         }),
     ];
-    if let Some(host) = host {
-        let containers = ContainerController::new(host);
+    if let Some((host, resync)) = host {
+        let containers = ContainerController::new(host).with_resync(resync);
         tasks.push((
             container::NAME,
             tokio::spawn(

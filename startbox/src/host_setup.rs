@@ -101,6 +101,11 @@ pub struct HostArgs {
         value_name = "PATH"
     )]
     pub start_container: Option<PathBuf>,
+    /// How often every container is checked against its spec besides the events that
+    /// wake the controller: the longest a container stopped, destroyed or unmounted by
+    /// hand stays so. Short values are for tests.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = crate::cli::wait::parse_duration, hide = true)]
+    pub container_resync: std::time::Duration,
 }
 
 /// The host as `startd` set it up: what the container controller works with.

@@ -88,6 +88,7 @@ pub struct ContainerController {
     watches: Watches,
     /// Containers whose slot was adopted from the store already.
     adopted: Arc<Mutex<HashMap<String, ()>>>,
+    resync: Duration,
 }
 
 impl ContainerController {
@@ -100,7 +101,14 @@ impl ContainerController {
             permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
             watches: Watches::new(<ContainerSpec as crds::Spec>::KIND, |_| true),
             adopted: Arc::default(),
+            resync: RESYNC,
         }
+    }
+
+    /// Checks every container (and sweeps orphans) this often instead of [`RESYNC`].
+    pub fn with_resync(mut self, every: Duration) -> Self {
+        self.resync = every;
+        self
     }
 
     pub fn host(&self) -> &Host {
@@ -118,11 +126,11 @@ impl ContainerController {
                 reconcile_timeout: Duration::from_secs(1800),
                 ..Config::default()
             })
-            .resync(Some(RESYNC))
+            .resync(Some(self.resync))
             .trigger(self.watches.keys())
     }
 
-    /// Sweeps orphans at once and then every [`RESYNC`], until `shutdown` begins.
+    /// Sweeps orphans at once and then every resync period, until `shutdown` begins.
     pub async fn sweep_orphans(self, store: Arc<dyn Store>, shutdown: crate::runtime::Shutdown) {
         let kind = crds::kind_by_name(<ContainerSpec as crds::Spec>::KIND)
             .expect("the kind table lists Container");
@@ -138,7 +146,7 @@ impl ContainerController {
             }
             tokio::select! {
                 () = shutdown.graceful() => return,
-                () = tokio::time::sleep(RESYNC) => {}
+                () = tokio::time::sleep(self.resync) => {}
             }
         }
     }
