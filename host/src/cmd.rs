@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// How much of a failing tool's stderr an error carries.
@@ -133,9 +133,25 @@ impl Default for Limits {
 
 /// Runs `command` to its end and returns its output whatever its exit code.
 pub async fn run(command: &CommandLine, limits: Limits) -> Result<Output, CommandError> {
+    run_with_input(command, None, limits).await
+}
+
+/// [`run`] with `input` written to the command's stdin, which is then closed (`None`: stdin
+/// is `/dev/null`). The input is written while the output is read, so a command that
+/// prints before it reads never deadlocks on a full pipe; a command that exits without
+/// reading all of it is no error.
+pub async fn run_with_input(
+    command: &CommandLine,
+    input: Option<&[u8]>,
+    limits: Limits,
+) -> Result<Output, CommandError> {
     let mut child = Command::new(&command.program)
         .args(&command.args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -147,10 +163,12 @@ pub async fn run(command: &CommandLine, limits: Limits) -> Result<Output, Comman
         })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let stdin = child.stdin.take();
     let work = async {
-        let (out, err, status) = tokio::join!(
+        let (out, err, (), status) = tokio::join!(
             read_bounded(stdout, limits.stdout),
             read_bounded(stderr, limits.stderr),
+            write_input(stdin, input.unwrap_or_default()),
             child.wait()
         );
         (out, err, status)
@@ -186,6 +204,16 @@ pub async fn run_ok(command: &CommandLine, limits: Limits) -> Result<Output, Com
     } else {
         Err(CommandError::failed(command, &output))
     }
+}
+
+/// Writes `input` and closes the pipe. A command that exits or closes its stdin early
+/// (EPIPE) simply did not want the rest.
+async fn write_input<W: tokio::io::AsyncWrite + Unpin>(writer: Option<W>, input: &[u8]) {
+    let Some(mut writer) = writer else {
+        return;
+    };
+    let _ = writer.write_all(input).await;
+    let _ = writer.shutdown().await;
 }
 
 /// Reads up to `limit` bytes and discards the rest, so the child never blocks on a full pipe.
@@ -252,6 +280,26 @@ mod tests {
         };
         let err = run(&cmd, limits).await.unwrap_err();
         assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn input_is_written_to_stdin_and_closed() {
+        let cmd = CommandLine::new("sh").args(["-c", "echo early; wc -c"]);
+        let input = vec![b'x'; 1 << 20];
+        let out = run_with_input(&cmd, Some(&input), Limits::default())
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "early\n1048576\n");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_ignores_its_input_is_no_error() {
+        let cmd = CommandLine::new("true");
+        let input = vec![b'x'; 4 << 20];
+        let out = run_with_input(&cmd, Some(&input), Limits::default())
+            .await
+            .unwrap();
+        assert!(out.success());
     }
 
     #[test]
