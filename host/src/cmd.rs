@@ -161,6 +161,7 @@ pub async fn run_with_input(
             command: command.to_string(),
             source,
         })?;
+    let pid = child.id();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let stdin = child.stdin.take();
@@ -175,8 +176,12 @@ pub async fn run_with_input(
     };
     let (out, err, status) = match tokio::time::timeout(limits.timeout, work).await {
         Ok(done) => done,
-        // Dropping the future drops the child, which `kill_on_drop` kills.
+        // Dropping the future drops the child, which `kill_on_drop` kills; what it started
+        // is killed first, while the tree still hangs together.
         Err(_) => {
+            if let Some(pid) = pid {
+                kill_descendants(pid);
+            }
             return Err(CommandError::Timeout {
                 command: command.to_string(),
                 seconds: limits.timeout.as_secs(),
@@ -203,6 +208,48 @@ pub async fn run_ok(command: &CommandLine, limits: Limits) -> Result<Output, Com
         Ok(output)
     } else {
         Err(CommandError::failed(command, &output))
+    }
+}
+
+/// SIGKILLs every process below `pid` (children, theirs, ...). Killing a tool does not
+/// kill what it started: `lxc-attach`'s command (its child, in the container's
+/// namespaces) outlives it and holds on to whatever it was doing. A pid that ends and is
+/// reused between the listing and the kill could be hit; the window is the length of one
+/// listing of `/proc`.
+pub fn kill_descendants(pid: u32) {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(child);
+        }
+    }
+    let mut stack = children.remove(&pid).unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        stack.extend(children.remove(&p).unwrap_or_default());
+        if let Some(p) = i32::try_from(p)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -300,6 +347,26 @@ mod tests {
             .await
             .unwrap();
         assert!(out.success());
+    }
+
+    #[tokio::test]
+    async fn what_a_hung_tool_started_is_killed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("late");
+        // The grandchild would write the marker after the deadline if it survived.
+        let script = format!("(sleep 1; touch {}) & wait", marker.display());
+        let cmd = CommandLine::new("sh").args(["-c", &script]);
+        let limits = Limits {
+            timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        assert!(run(&cmd, limits).await.is_err());
+        // Polling a file that has no event, with a deadline past the grandchild's.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!marker.exists(), "the grandchild outlived the deadline");
+        }
     }
 
     #[test]

@@ -311,6 +311,15 @@ async fn check_running(lxc: &LxcCli, spec: &ContainerSpec, paths: &Paths, net: &
     let request = ExecRequest::new(argv.to_vec(), Duration::from_millis(500));
     let err = lxc.exec(name, &request).await.unwrap_err();
     assert!(err.to_string().contains("did not finish"), "{err}");
+    // ...and so is the command it ran in the container, not only lxc-attach.
+    let argv = ["/bin/busybox", "ps"].map(String::from);
+    let request = ExecRequest::new(argv.to_vec(), Duration::from_secs(10));
+    let out = lxc.exec(name, &request).await.unwrap();
+    assert!(!out.stdout.contains("sleep 30"), "{}", out.stdout);
+    let argv = ["/bin/busybox", "ps"].map(String::from);
+    let request = ExecRequest::new(argv.to_vec(), Duration::from_secs(10));
+    let out = lxc.exec(name, &request).await.unwrap();
+    eprintln!("after the timeout: {}", out.stdout);
     let written = std::fs::metadata(paths.volume.join("out")).unwrap();
     assert_eq!(written.uid(), ids.host_base);
     let bridge = &spec.network.as_ref().unwrap().bridge;
