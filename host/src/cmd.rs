@@ -161,7 +161,10 @@ pub async fn run_with_input(
             command: command.to_string(),
             source,
         })?;
-    let pid = child.id();
+    // Armed until the tool has exited: a deadline, or the caller dropping this future
+    // (a cancelled reconcile), kills what the tool started before `kill_on_drop` kills the
+    // tool itself.
+    let mut tree = TreeGuard(child.id());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let stdin = child.stdin.take();
@@ -177,17 +180,16 @@ pub async fn run_with_input(
     let (out, err, status) = match tokio::time::timeout(limits.timeout, work).await {
         Ok(done) => done,
         // Dropping the future drops the child, which `kill_on_drop` kills; what it started
-        // is killed first, while the tree still hangs together.
+        // is killed first (by the guard, dropped before the child), while the tree still
+        // hangs together.
         Err(_) => {
-            if let Some(pid) = pid {
-                kill_descendants(pid);
-            }
             return Err(CommandError::Timeout {
                 command: command.to_string(),
                 seconds: limits.timeout.as_secs(),
             });
         }
     };
+    tree.0 = None;
     let status = status.map_err(|source| CommandError::Spawn {
         command: command.to_string(),
         source,
@@ -208,6 +210,17 @@ pub async fn run_ok(command: &CommandLine, limits: Limits) -> Result<Output, Com
         Ok(output)
     } else {
         Err(CommandError::failed(command, &output))
+    }
+}
+
+/// Kills the processes below a running tool when dropped, unless disarmed (`None`).
+struct TreeGuard(Option<u32>);
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_descendants(pid);
+        }
     }
 }
 
@@ -366,6 +379,22 @@ mod tests {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(!marker.exists(), "the grandchild outlived the deadline");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_cancelled_tool_started_is_killed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("late");
+        let script = format!("(sleep 1; touch {}) & wait", marker.display());
+        let cmd = CommandLine::new("sh").args(["-c", &script]);
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(200), run(&cmd, Limits::default())).await;
+        assert!(cancelled.is_err());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!marker.exists(), "the grandchild outlived the cancel");
         }
     }
 
