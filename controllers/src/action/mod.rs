@@ -251,12 +251,13 @@ impl ActionController {
         let uid = res.metadata.uid.clone().unwrap_or_default();
         lock(&self.shared.unrecorded).insert(uid.clone(), finish.clone());
         drop(claim);
-        let succeeded = finish.verdict.is_ok();
-        self.record(&started, finish, ctx).await?;
-        lock(&self.shared.unrecorded).remove(&uid);
-        if succeeded {
+        // Before the outcome is recorded, so whoever sees `Complete=True` sees the tasks
+        // gone too.
+        if finish.verdict.is_ok() {
             self.clear_tasks(&started.spec, ctx).await;
         }
+        self.record(&started, finish, ctx).await?;
+        lock(&self.shared.unrecorded).remove(&uid);
         Ok(Requeue::After(RETENTION))
     }
 
