@@ -6,12 +6,14 @@
 //!   controller (`crds::condition::Readiness`).
 //! - [`container`]: package containers; so far [`container::plan`], what one runs
 //!   (`start-container`'s configuration and action command lines) planned from the manifest.
+//! - [`action`]: runs `ActionRun`s in their package's container, at most once each.
 //! - [`registry`]: scans `Registry` directories and lists the packages they offer.
 //! - [`package`]: installs `Package` archives, derives what runs them and reports on it.
 //!
 //! Invariant: controllers talk to each other only through resources in the store, write only
 //! status and the derived kinds they own, and never serve HTTP.
 
+pub mod action;
 pub mod archives;
 pub mod container;
 pub mod file_watch;

@@ -33,6 +33,10 @@ pub mod types {
     pub const DEPENDENCIES_SATISFIED: &str = "DependenciesSatisfied";
     /// A registry's source was read and the packages it offers are listed in its status.
     pub const SCANNED: &str = "Scanned";
+    /// An action run finished and succeeded (Kubernetes Jobs' `Complete`).
+    pub const COMPLETE: &str = "Complete";
+    /// An action run finished and failed, or was refused (Kubernetes Jobs' `Failed`).
+    pub const FAILED: &str = "Failed";
 }
 
 /// The reasons written with the conditions in [`types`].
@@ -114,6 +118,35 @@ pub mod reasons {
     pub const TASKS_OUTSTANDING: &str = "TasksOutstanding";
     /// `TasksPending=False`.
     pub const NO_TASKS: &str = "NoTasks";
+
+    // Action runs.
+    /// `Complete=True`: the action exited 0 with a JSON result.
+    pub const COMPLETE: &str = "Complete";
+    /// `Complete=False`: the action's command is running.
+    pub const STARTED: &str = "Started";
+    /// `Complete=False`: another run of the same package goes first.
+    pub const WAITING_FOR_ACTION: &str = "WaitingForAction";
+    /// `Failed=True`: the `Package` does not exist.
+    pub const PACKAGE_NOT_FOUND: &str = "PackageNotFound";
+    /// `Failed=True`: the package has no installed archive (`status.rootHash`).
+    pub const PACKAGE_NOT_INSTALLED: &str = "PackageNotInstalled";
+    /// `Failed=True`: the installed archive's manifest has no such action.
+    pub const ACTION_NOT_FOUND: &str = "ActionNotFound";
+    /// `Failed=True`: the action is `visibility: disabled`.
+    pub const ACTION_DISABLED: &str = "ActionDisabled";
+    /// `Failed=True`: the input does not match the action's input schema.
+    pub const INPUT_INVALID: &str = "InputInvalid";
+    /// `Failed=True`: the package is not in a state the action may run in
+    /// (`allowedStatuses`), or its container is not running.
+    pub const NOT_ALLOWED_NOW: &str = "NotAllowedNow";
+    /// `Failed=True`: the command exited non-zero, timed out or could not be run.
+    pub const COMMAND_FAILED: &str = "CommandFailed";
+    /// `Failed=True`: the command exited 0 but its stdout is not one JSON value within
+    /// the size limit.
+    pub const RESULT_INVALID: &str = "ResultInvalid";
+    /// `Failed=True`: the run started but its outcome was lost (the daemon stopped
+    /// mid-run); it is never run again.
+    pub const INTERRUPTED: &str = "Interrupted";
 }
 
 /// What `Ready` means for a kind, as data next to the kind (see `Spec::READINESS`): which
@@ -153,7 +186,12 @@ impl Readiness {
 }
 
 /// Condition types whose `True` is the bad state; their `False` is not a failure.
-pub const NEGATIVE_POLARITY: &[&str] = &[types::STALLED, types::RECONCILING, types::TASKS_PENDING];
+pub const NEGATIVE_POLARITY: &[&str] = &[
+    types::STALLED,
+    types::RECONCILING,
+    types::TASKS_PENDING,
+    types::FAILED,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionStatus {

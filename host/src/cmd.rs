@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// How much of a failing tool's stderr an error carries.
@@ -133,9 +133,25 @@ impl Default for Limits {
 
 /// Runs `command` to its end and returns its output whatever its exit code.
 pub async fn run(command: &CommandLine, limits: Limits) -> Result<Output, CommandError> {
+    run_with_input(command, None, limits).await
+}
+
+/// [`run`] with `input` written to the command's stdin, which is then closed (`None`: stdin
+/// is `/dev/null`). The input is written while the output is read, so a command that
+/// prints before it reads never deadlocks on a full pipe; a command that exits without
+/// reading all of it is no error.
+pub async fn run_with_input(
+    command: &CommandLine,
+    input: Option<&[u8]>,
+    limits: Limits,
+) -> Result<Output, CommandError> {
     let mut child = Command::new(&command.program)
         .args(&command.args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -145,19 +161,27 @@ pub async fn run(command: &CommandLine, limits: Limits) -> Result<Output, Comman
             command: command.to_string(),
             source,
         })?;
+    // Armed until the tool has exited: a deadline, or the caller dropping this future
+    // (a cancelled reconcile), kills what the tool started before `kill_on_drop` kills the
+    // tool itself.
+    let mut tree = TreeGuard(child.id());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let stdin = child.stdin.take();
     let work = async {
-        let (out, err, status) = tokio::join!(
+        let (out, err, (), status) = tokio::join!(
             read_bounded(stdout, limits.stdout),
             read_bounded(stderr, limits.stderr),
+            write_input(stdin, input.unwrap_or_default()),
             child.wait()
         );
         (out, err, status)
     };
     let (out, err, status) = match tokio::time::timeout(limits.timeout, work).await {
         Ok(done) => done,
-        // Dropping the future drops the child, which `kill_on_drop` kills.
+        // Dropping the future drops the child, which `kill_on_drop` kills; what it started
+        // is killed first (by the guard, dropped before the child), while the tree still
+        // hangs together.
         Err(_) => {
             return Err(CommandError::Timeout {
                 command: command.to_string(),
@@ -165,6 +189,7 @@ pub async fn run(command: &CommandLine, limits: Limits) -> Result<Output, Comman
             });
         }
     };
+    tree.0 = None;
     let status = status.map_err(|source| CommandError::Spawn {
         command: command.to_string(),
         source,
@@ -186,6 +211,69 @@ pub async fn run_ok(command: &CommandLine, limits: Limits) -> Result<Output, Com
     } else {
         Err(CommandError::failed(command, &output))
     }
+}
+
+/// Kills the processes below a running tool when dropped, unless disarmed (`None`).
+struct TreeGuard(Option<u32>);
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_descendants(pid);
+        }
+    }
+}
+
+/// SIGKILLs every process below `pid` (children, theirs, ...). Killing a tool does not
+/// kill what it started: `lxc-attach`'s command (its child, in the container's
+/// namespaces) outlives it and holds on to whatever it was doing. A pid that ends and is
+/// reused between the listing and the kill could be hit; the window is the length of one
+/// listing of `/proc`.
+pub fn kill_descendants(pid: u32) {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(child);
+        }
+    }
+    let mut stack = children.remove(&pid).unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        stack.extend(children.remove(&p).unwrap_or_default());
+        if let Some(p) = i32::try_from(p)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Writes `input` and closes the pipe. A command that exits or closes its stdin early
+/// (EPIPE) simply did not want the rest.
+async fn write_input<W: tokio::io::AsyncWrite + Unpin>(writer: Option<W>, input: &[u8]) {
+    let Some(mut writer) = writer else {
+        return;
+    };
+    let _ = writer.write_all(input).await;
+    let _ = writer.shutdown().await;
 }
 
 /// Reads up to `limit` bytes and discards the rest, so the child never blocks on a full pipe.
@@ -252,6 +340,62 @@ mod tests {
         };
         let err = run(&cmd, limits).await.unwrap_err();
         assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn input_is_written_to_stdin_and_closed() {
+        let cmd = CommandLine::new("sh").args(["-c", "echo early; wc -c"]);
+        let input = vec![b'x'; 1 << 20];
+        let out = run_with_input(&cmd, Some(&input), Limits::default())
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "early\n1048576\n");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_ignores_its_input_is_no_error() {
+        let cmd = CommandLine::new("true");
+        let input = vec![b'x'; 4 << 20];
+        let out = run_with_input(&cmd, Some(&input), Limits::default())
+            .await
+            .unwrap();
+        assert!(out.success());
+    }
+
+    #[tokio::test]
+    async fn what_a_hung_tool_started_is_killed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("late");
+        // The grandchild would write the marker after the deadline if it survived.
+        let script = format!("(sleep 1; touch {}) & wait", marker.display());
+        let cmd = CommandLine::new("sh").args(["-c", &script]);
+        let limits = Limits {
+            timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        assert!(run(&cmd, limits).await.is_err());
+        // Polling a file that has no event, with a deadline past the grandchild's.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!marker.exists(), "the grandchild outlived the deadline");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_cancelled_tool_started_is_killed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("late");
+        let script = format!("(sleep 1; touch {}) & wait", marker.display());
+        let cmd = CommandLine::new("sh").args(["-c", &script]);
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(200), run(&cmd, Limits::default())).await;
+        assert!(cancelled.is_err());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!marker.exists(), "the grandchild outlived the cancel");
+        }
     }
 
     #[test]

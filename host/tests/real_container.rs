@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use host::idmap::{IdRanges, ensure_subid};
 use host::lxc::{
-    BindMount, ContainerSpec, IdMap, Limits, Lxc, LxcCli, NetworkSpec, Security, State, StopMode,
+    BindMount, ContainerSpec, ExecRequest, IdMap, Limits, Lxc, LxcCli, NetworkSpec, Security,
+    State, StopMode,
 };
 use host::mount::{MountCli, Mounter};
 use host::net::{AddressPlan, IpCli, Ipv4Cidr, Network};
@@ -280,15 +281,45 @@ async fn check_running(lxc: &LxcCli, spec: &ContainerSpec, paths: &Paths, net: &
     );
 
     let t = Instant::now();
-    let script = "id -u; cat /data/hello; echo w > /data/out; exit 7";
+    // The environment is the request's (nothing of the host's; LXC adds `container=lxc`
+    // and the shell PWD and SHLVL), a value
+    // with spaces, quotes and a newline arrives intact, and stdin carries the input.
+    let script = "id -u; cat /data/hello; echo w > /data/out; \
+                  env | sort; printf '[%s]' \"$TRICKY\"; echo; cat; exit 7";
     let argv = ["/bin/busybox", "sh", "-c", script].map(String::from);
-    let out = lxc
-        .exec(name, &argv, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut request = ExecRequest::new(argv.to_vec(), Duration::from_secs(10));
+    request.env = BTreeMap::from([
+        ("GREETING".to_owned(), "hi".to_owned()),
+        ("PATH".to_owned(), "/bin".to_owned()),
+        ("TRICKY".to_owned(), "a 'b' \"c\"\nd=e".to_owned()),
+    ]);
+    request.stdin = b"{\"secret\":\"s3cr3t\"}".to_vec();
+    let out = lxc.exec(name, &request).await.unwrap();
     eprintln!("timing: exec {:?}", t.elapsed());
     let got = (out.code, out.stdout.as_str());
-    assert_eq!(got, (Some(7), "0\nhello-volume\n"), "{out:?}");
+    let expected = "0\nhello-volume\nGREETING=hi\nPATH=/bin\nPWD=/\nSHLVL=1\nTRICKY=a 'b' \"c\"\n\
+                    container=lxc\nd=e\n\
+                    [a 'b' \"c\"\nd=e]\n{\"secret\":\"s3cr3t\"}";
+    assert_eq!(got, (Some(7), expected), "{out:?}");
+    // No input: stdin is empty, not the test's terminal.
+    let argv = ["/bin/busybox", "sh", "-c", "wc -c"].map(String::from);
+    let request = ExecRequest::new(argv.to_vec(), Duration::from_secs(10));
+    let out = lxc.exec(name, &request).await.unwrap();
+    assert_eq!((out.code, out.stdout.trim()), (Some(0), "0"), "{out:?}");
+    // A hung command is killed at its deadline.
+    let argv = ["/bin/busybox", "sleep", "30"].map(String::from);
+    let request = ExecRequest::new(argv.to_vec(), Duration::from_millis(500));
+    let err = lxc.exec(name, &request).await.unwrap_err();
+    assert!(err.to_string().contains("did not finish"), "{err}");
+    // ...and so is the command it ran in the container, not only lxc-attach.
+    let argv = ["/bin/busybox", "ps"].map(String::from);
+    let request = ExecRequest::new(argv.to_vec(), Duration::from_secs(10));
+    let out = lxc.exec(name, &request).await.unwrap();
+    assert!(!out.stdout.contains("sleep 30"), "{}", out.stdout);
+    let argv = ["/bin/busybox", "ps"].map(String::from);
+    let request = ExecRequest::new(argv.to_vec(), Duration::from_secs(10));
+    let out = lxc.exec(name, &request).await.unwrap();
+    eprintln!("after the timeout: {}", out.stdout);
     let written = std::fs::metadata(paths.volume.join("out")).unwrap();
     assert_eq!(written.uid(), ids.host_base);
     let bridge = &spec.network.as_ref().unwrap().bridge;

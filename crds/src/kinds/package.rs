@@ -344,6 +344,12 @@ impl Spec for ActionRunSpec {
     const CLASS: KindClass = KindClass::User;
     const DESCRIPTION: &'static str =
         "A request to run one action of a package with an input; the status holds the result.";
+    // Like a Kubernetes Job: ready once it completed; `Failed=True` keeps `Complete=False`.
+    const READINESS: Readiness = Readiness::by(
+        "action",
+        &[types::COMPLETE, types::FAILED],
+        &[types::COMPLETE],
+    );
     type Status = ActionRunStatus;
 
     fn validate(&self, v: &mut Validator<'_>) {

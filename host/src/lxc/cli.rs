@@ -8,7 +8,7 @@ use tracing::{debug, info};
 
 use super::cgroups;
 use super::config::{CgroupLayout, render_config, validate_name};
-use super::{ContainerSpec, ExecOutput, Info, Lxc, LxcError, State, StopMode};
+use super::{ContainerSpec, ExecOutput, ExecRequest, Info, Lxc, LxcError, State, StopMode};
 use crate::cmd::{self, CommandError, CommandLine, Limits};
 
 /// Files a container directory holds; `destroy` removes exactly these, so a directory
@@ -364,28 +364,33 @@ impl Lxc for LxcCli {
         })
     }
 
-    async fn exec(
-        &self,
-        name: &str,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, LxcError> {
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, LxcError> {
         self.check(name)?;
+        request.check().map_err(|reason| LxcError::BadExec {
+            container: name.to_owned(),
+            program: request.argv.first().cloned().unwrap_or_default(),
+            reason,
+        })?;
         if !self.exists(name) {
             return Err(self.not_found(name));
         }
-        let command = self
-            .tool("lxc-attach", name)
-            .arg("--clear-env")
-            .arg("--")
-            .args(argv);
-        let out = cmd::run(&command, short(timeout))
+        let mut command = self.tool("lxc-attach", name).arg("--clear-env");
+        // Checked names start with a letter or `_`, so `K=V` is never taken for an option.
+        for (key, value) in &request.env {
+            command = command.arg("--set-var").arg(format!("{key}={value}"));
+        }
+        let command = command.arg("--").args(&request.argv);
+        // The command line is logged without the environment's values.
+        debug!(container = name, argv = ?request.argv, env = ?request.env.keys().collect::<Vec<_>>(), "lxc-attach");
+        let input = (!request.stdin.is_empty()).then_some(request.stdin.as_slice());
+        let out = cmd::run_with_input(&command, input, short(request.timeout))
             .await
             .map_err(|source| self.command_error(name, source))?;
         Ok(ExecOutput {
             code: out.code,
             stdout: out.stdout,
             stderr: out.stderr,
+            stdout_truncated: out.stdout_truncated,
         })
     }
 }

@@ -3,11 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{ContainerSpec, ExecOutput, Info, Lxc, LxcError, State, StopMode};
+use super::{ContainerSpec, ExecOutput, ExecRequest, Info, Lxc, LxcError, State, StopMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LxcOp {
@@ -30,7 +29,7 @@ pub enum LxcCall {
     State(String),
     List,
     Info(String),
-    Exec(String, Vec<String>),
+    Exec(String, ExecRequest),
 }
 
 #[derive(Debug, Default)]
@@ -174,13 +173,14 @@ impl Lxc for FakeLxc {
         })
     }
 
-    async fn exec(
-        &self,
-        name: &str,
-        argv: &[String],
-        _timeout: Duration,
-    ) -> Result<ExecOutput, LxcError> {
-        let mut inner = self.enter(LxcOp::Exec, LxcCall::Exec(name.to_owned(), argv.to_vec()))?;
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, LxcError> {
+        let call = LxcCall::Exec(name.to_owned(), request.clone());
+        let mut inner = self.enter(LxcOp::Exec, call)?;
+        request.check().map_err(|reason| LxcError::BadExec {
+            container: name.to_owned(),
+            program: request.argv.first().cloned().unwrap_or_default(),
+            reason,
+        })?;
         if inner.containers.get(name).map(|(_, s)| *s) != Some(State::Running) {
             return Err(not_found(name));
         }
@@ -193,6 +193,8 @@ impl Lxc for FakeLxc {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::Limits;
     use super::*;
     use crate::cmd::CommandError;
@@ -253,11 +255,27 @@ mod tests {
             code: Some(7),
             ..Default::default()
         });
-        let argv = ["true".to_owned()];
-        let first = fake.exec("startos-a", &argv, Duration::from_secs(1)).await;
+        let request = ExecRequest::new(vec!["true".to_owned()], Duration::from_secs(1));
+        let first = fake.exec("startos-a", &request).await;
         assert_eq!(first.unwrap().code, Some(7));
-        let second = fake.exec("startos-a", &argv, Duration::from_secs(1)).await;
+        let second = fake.exec("startos-a", &request).await;
         assert_eq!(second.unwrap().code, Some(0));
+        let mut bad = request.clone();
+        bad.env.insert("A=B".into(), "x".into());
+        let err = fake.exec("startos-a", &bad).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container startos-a: refusing to run `true`: environment name \"A=B\" is not [A-Za-z_][A-Za-z0-9_]*"
+        );
+        let mut bad = request.clone();
+        bad.env.insert("A".into(), "x\0y".into());
+        let err = fake.exec("startos-a", &bad).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("environment variable A contains NUL")
+        );
+        let empty = ExecRequest::new(Vec::new(), Duration::from_secs(1));
+        assert!(fake.exec("startos-a", &empty).await.is_err());
         let dup = fake.create(&spec("startos-a")).await.unwrap_err();
         assert!(matches!(dup, LxcError::Exists { .. }));
     }

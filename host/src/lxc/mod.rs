@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod fake;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,12 +122,89 @@ pub enum StopMode {
     Kill,
 }
 
+/// A one-off command to run inside a running container.
+///
+/// The environment goes on `lxc-attach`'s command line (`--set-var K=V`), where every
+/// local user can read it in `/proc`: it is for settings, never secrets. Secrets go on
+/// `stdin`, which only the command reads.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// The command's whole environment (the container's own is cleared). Names are
+    /// `[A-Za-z_][A-Za-z0-9_]*`; values hold no NUL.
+    pub env: BTreeMap<String, String>,
+    /// Written to the command's stdin, which is then closed (empty: nothing is written).
+    pub stdin: Vec<u8>,
+    /// The command is killed after this long.
+    pub timeout: Duration,
+}
+
+impl ExecRequest {
+    /// `argv` with no environment, no input and `timeout`.
+    pub fn new(argv: Vec<String>, timeout: Duration) -> Self {
+        Self {
+            argv,
+            env: BTreeMap::new(),
+            stdin: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Why the request cannot be run as given, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(first) = self.argv.first() else {
+            return Err("empty argv".into());
+        };
+        if first.is_empty() {
+            return Err("empty program name".into());
+        }
+        if let Some(arg) = self.argv.iter().find(|a| a.contains('\0')) {
+            return Err(format!("argument {:?} contains NUL", cut(arg)));
+        }
+        for (name, value) in &self.env {
+            let mut chars = name.chars();
+            let good_start = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if !good_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "environment name {:?} is not [A-Za-z_][A-Za-z0-9_]*",
+                    cut(name)
+                ));
+            }
+            if value.contains('\0') {
+                return Err(format!("environment variable {name} contains NUL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first characters of `text`, for an error message.
+fn cut(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Debug never shows the input: it may hold a password.
+impl std::fmt::Debug for ExecRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("argv", &self.argv)
+            .field("env", &self.env)
+            .field("stdin_bytes", &self.stdin.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// What a one-off command inside a container left.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecOutput {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// Whether stdout was longer than the bound and cut.
+    pub stdout_truncated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +244,12 @@ pub enum LxcError {
         #[source]
         source: fsio::FsioError,
     },
+    #[error("container {container}: refusing to run `{program}`: {reason}")]
+    BadExec {
+        container: String,
+        program: String,
+        reason: String,
+    },
     #[error("container {container} does not exist under {lxcpath}")]
     NotFound { container: String, lxcpath: PathBuf },
     #[error("container {container} already exists under {lxcpath}")]
@@ -196,12 +280,8 @@ pub trait Lxc: Send + Sync + std::fmt::Debug {
     /// The containers under our path and prefix, sorted.
     async fn list(&self) -> Result<Vec<String>, LxcError>;
     async fn info(&self, name: &str) -> Result<Info, LxcError>;
-    /// Runs `argv` inside the running container with a clean environment and returns its
-    /// exit code and (bounded) output; a non-zero exit is not an error.
-    async fn exec(
-        &self,
-        name: &str,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, LxcError>;
+    /// Runs `request.argv` inside the running container with only `request.env` as its
+    /// environment and `request.stdin` as its input, and returns its exit code and
+    /// (bounded) output; a non-zero exit is not an error, the timeout is.
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, LxcError>;
 }
