@@ -14,9 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use api_client::{Endpoint, HttpStore};
 use e2e::daemon::Daemon;
-use e2e::rig::{
-    self, Developer, HostConfig, condition, healthy, http_get, package, run, wait_for, wait_gone,
-};
+use e2e::rig::{self, Developer, HostConfig, healthy, http_get, package, run, wait_for, wait_gone};
 use serde_json::json;
 use store::{Preconditions, Store, WriteOptions};
 
@@ -63,6 +61,25 @@ impl Rig {
 
     fn spec(&self) -> serde_json::Value {
         json!({"source": {"file": self.archive, "rootHash": self.root_hash}})
+    }
+
+    /// The container's logs and the mounts below the data directory, for a failure message.
+    fn diagnose(&self) -> String {
+        let logs = self.data.join("containers/hello-world/run/logs");
+        let mut out = String::new();
+        for f in ["main.log", "main.log.1"] {
+            if let Ok(text) = std::fs::read_to_string(logs.join(f)) {
+                out.push_str(&format!("--- {f}:\n{text}\n"));
+            }
+        }
+        out.push_str(&format!("--- host: {:#?}\n", rig::host_traces(&self.data)));
+        let image = self.data.join("containers/hello-world/images/main");
+        let listing = std::fs::read_dir(&image).map(|d| d.count());
+        out.push_str(&format!(
+            "--- entries in {}: {listing:?}\n",
+            image.display()
+        ));
+        out
     }
 
     /// One LXC container, its one image mount and its loop device, no staging leftovers.
@@ -133,7 +150,8 @@ async fn kill_9_during_install_and_uninstall_converges_without_orphans() -> Resu
             "Healthy after a crash",
             healthy,
         )
-        .await?;
+        .await
+        .with_context(|| rig.diagnose())?;
         rig.converged_once()?;
         daemon.stop().await?;
     }
@@ -172,6 +190,37 @@ async fn kill_9_during_install_and_uninstall_converges_without_orphans() -> Resu
     Ok(())
 }
 
+/// Polls `check` until it holds (30 s at most): LXC and the mount table offer no event to
+/// wait on.
+async fn eventually(what: &str, check: impl Fn() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// [`eventually`] for a check that needs the network.
+async fn eventually_async<F, Fut>(what: &str, check: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 fn lxc(data: &Path, args: &[&str]) -> Result<String> {
     run(Command::new(args[0])
         .arg("-P")
@@ -201,46 +250,27 @@ async fn a_container_stopped_destroyed_or_unmounted_by_hand_comes_back() -> Resu
         .context("ip")?
         .to_owned();
     let name = format!("{}hello-world", rig.host.prefix);
-    let not_healthy = |o: &crds::Object| condition(o, "Healthy") != "Healthy=True/Healthy";
+    let pid = |data: &Path| -> Option<u32> {
+        lxc(data, &["lxc-info", "-n", &name, "-p", "-H"])
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    };
 
-    lxc(&rig.data, &["lxc-stop", "-n", &name, "-k"])?;
-    wait_for(
-        &store,
-        "Package",
-        "hello-world",
-        "noticed the stop",
-        not_healthy,
-    )
-    .await?;
-    wait_for(
-        &store,
-        "Package",
-        "hello-world",
-        "back after lxc-stop -k",
-        healthy,
-    )
-    .await?;
-    ensure!(http_get(&ip, 8080, "/").await?.contains("200"));
-
-    lxc(&rig.data, &["lxc-stop", "-n", &name, "-k"])?;
-    lxc(&rig.data, &["lxc-destroy", "-n", &name])?;
-    wait_for(
-        &store,
-        "Package",
-        "hello-world",
-        "noticed the destroy",
-        not_healthy,
-    )
-    .await?;
-    wait_for(
-        &store,
-        "Package",
-        "hello-world",
-        "back after lxc-destroy",
-        healthy,
-    )
-    .await?;
-    ensure!(http_get(&ip, 8080, "/").await?.contains("200"));
+    for how in [&["lxc-stop", "-k"][..], &["lxc-destroy", "-f"][..]] {
+        let before = pid(&rig.data).context("the container's init pid")?;
+        lxc(&rig.data, &[how[0], "-n", &name, how[1]])?;
+        eventually(&format!("a new container after {how:?}"), || {
+            pid(&rig.data).is_some_and(|p| p != before)
+        })
+        .await?;
+        let answers = || async {
+            http_get(&ip, 8080, "/")
+                .await
+                .is_ok_and(|r| r.contains("200"))
+        };
+        eventually_async("the page answers again", answers).await?;
+        wait_for(&store, "Package", "hello-world", "Healthy again", healthy).await?;
+    }
 
     let image = rig.data.join("containers/hello-world/images/main");
     run(Command::new("umount").arg("-l").arg(&image))?;

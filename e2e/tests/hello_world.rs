@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use api_client::{Endpoint, HttpStore};
+use crds::Object;
 use e2e::daemon::Daemon;
 use e2e::rig::{
     self, Developer, HostConfig, condition, healthy, http_get, package, run, wait_for, wait_gone,
@@ -124,6 +125,45 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
             "pid {pid} runs as host uid {uid}, outside {base}+65536"
         );
     }
+
+    // Its task shows; running its action from an ActionRun changes the page and clears it.
+    wait_for(
+        &store,
+        "Task",
+        "hello-world-set-greeting",
+        "the task",
+        |_| true,
+    )
+    .await?;
+    wait_for(&store, "Package", "hello-world", "TasksPending", |o| {
+        condition(o, "TasksPending") == "TasksPending=True/TasksOutstanding"
+    })
+    .await?;
+    let run = Object {
+        api_version: crds::API_VERSION.into(),
+        kind: "ActionRun".into(),
+        metadata: crds::ObjectMeta::named("greet"),
+        spec: json!({"package": "hello-world", "action": "set-greeting",
+                     "input": {"greeting": "Hi from the e2e test"}}),
+        status: None,
+    };
+    store.create(run, &WriteOptions::default()).await?;
+    let done = wait_for(&store, "ActionRun", "greet", "Complete", |o| {
+        condition(o, "Complete") == "Complete=True/Complete"
+            || condition(o, "Failed").contains("True")
+    })
+    .await?;
+    ensure!(
+        condition(&done, "Complete") == "Complete=True/Complete",
+        "{done:#?}"
+    );
+    let greeting = http_get(&ip, 8080, "/greeting.txt").await?;
+    ensure!(greeting.contains("Hi from the e2e test"), "{greeting}");
+    wait_gone(&store, "Task", "hello-world-set-greeting").await?;
+    wait_for(&store, "Package", "hello-world", "no tasks", |o| {
+        condition(o, "TasksPending") == "TasksPending=False/NoTasks"
+    })
+    .await?;
 
     // running: false stops it; true starts it again.
     let kind = crds::kind_by_name("Package").context("Package")?;

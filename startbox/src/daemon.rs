@@ -34,6 +34,7 @@ use anyhow::{Context, Result, bail};
 use api_server::auth::{self, Auth, ClientAddr};
 use clap::{Args, Parser, Subcommand};
 use controllers::{
+    action::{self, ActionController},
     container::{self, ContainerController},
     gc::{self, Gc},
     package::{self, PackageController},
@@ -151,6 +152,25 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
+    /// [`DataDirLock::acquire`], waiting up to [`CRASH_GRACE`] while the lock is held but
+    /// the startd that took it is gone: a process it was starting when it was killed holds
+    /// the descriptor until that process replaces itself with its program, a moment later
+    /// (longer on a loaded machine). A restart right after a crash must not fail on that.
+    pub async fn acquire_after_crash(data_dir: &Path) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + CRASH_GRACE;
+        loop {
+            match Self::acquire(data_dir) {
+                Err(e) if e.downcast_ref::<HeldBy>().is_some_and(|h| !h.alive()) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn acquire(data_dir: &Path) -> Result<Self> {
         let run = data_dir.join("run");
         std::fs::DirBuilder::new()
@@ -172,17 +192,12 @@ impl DataDirLock {
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let pid = holder.trim();
-                let who = if pid.is_empty() {
-                    "another startd".to_owned()
-                } else {
-                    format!("another startd (pid {pid})")
-                };
-                bail!(
-                    "{who} is already running with data directory {} (it holds the lock {})",
-                    data_dir.display(),
-                    path.display()
-                );
+                return Err(HeldBy {
+                    pid: holder.trim().parse().ok(),
+                    data_dir: data_dir.to_owned(),
+                    lock: path,
+                }
+                .into());
             }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()));
@@ -195,6 +210,44 @@ impl DataDirLock {
         Ok(Self { _file: file, path })
     }
 }
+
+/// How long a restart waits for the lock of a startd that is gone (see
+/// [`DataDirLock::acquire_after_crash`]).
+const CRASH_GRACE: Duration = Duration::from_secs(10);
+
+/// The data directory's lock is held.
+#[derive(Debug)]
+pub struct HeldBy {
+    /// The pid the holder wrote, when it wrote one.
+    pid: Option<u32>,
+    data_dir: PathBuf,
+    lock: PathBuf,
+}
+
+impl HeldBy {
+    /// Whether the startd that wrote its pid still runs (unknown counts as running).
+    fn alive(&self) -> bool {
+        self.pid
+            .is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+}
+
+impl std::fmt::Display for HeldBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "another startd (pid {pid})")?,
+            None => write!(f, "another startd")?,
+        }
+        write!(
+            f,
+            " is already running with data directory {} (it holds the lock {})",
+            self.data_dir.display(),
+            self.lock.display()
+        )
+    }
+}
+
+impl std::error::Error for HeldBy {}
 
 pub(crate) fn print_stdout(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -215,7 +268,7 @@ async fn serve(args: &DaemonArgs) -> Result<u8> {
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let _lock = DataDirLock::acquire(data_dir)?;
+    let _lock = DataDirLock::acquire_after_crash(data_dir).await?;
     // Before the store opens: a refused setup leaves nothing behind. The container
     // controller will take the environment; until then it is only prepared.
     let host = host_setup::setup(&args.host, data_dir).await?;
@@ -485,7 +538,22 @@ fn start_controllers(
         ));
         tasks.push((
             "container-sweep",
-            tokio::spawn(containers.sweep_orphans(store.clone(), shutdown.clone())),
+            tokio::spawn(
+                containers
+                    .clone()
+                    .sweep_orphans(store.clone(), shutdown.clone()),
+            ),
+        ));
+        let actions = ActionController::new(Arc::new(containers.host().clone()));
+        tasks.push((
+            action::NAME,
+            tokio::spawn(
+                actions
+                    .controller(store.clone())
+                    .metrics(metrics.clone())
+                    .clock(clock.clone())
+                    .run(actions, shutdown.clone()),
+            ),
         ));
     }
     tasks
@@ -570,5 +638,31 @@ mod tests {
         );
         drop(first);
         DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_left_by_a_dead_startd_is_waited_for_a_live_one_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DataDirLock::acquire(dir.path()).unwrap();
+        // Our own pid: alive, so refused without waiting.
+        let t = tokio::time::Instant::now();
+        let err = DataDirLock::acquire_after_crash(dir.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already running"), "{err}");
+        assert!(t.elapsed() < CRASH_GRACE / 2);
+        // A pid no process has: the holder is a leftover that goes away a moment later.
+        std::fs::write(&held.path, format!("{}\n", u32::MAX - 1)).unwrap();
+        let waiting = tokio::spawn({
+            let dir = dir.path().to_owned();
+            async move { DataDirLock::acquire_after_crash(&dir).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        waiting
+            .await
+            .unwrap()
+            .expect("taken once the leftover let go");
     }
 }
