@@ -332,6 +332,7 @@ async fn the_sweep_removes_only_what_no_container_owns() -> Result<()> {
     let swept = container::sweep::sweep(
         rig.controller.host(),
         live,
+        &tokio::sync::RwLock::new(()),
         std::time::Duration::from_secs(1),
     )
     .await

@@ -89,6 +89,10 @@ pub struct ContainerController {
     /// Containers whose slot was adopted from the store already.
     adopted: Arc<Mutex<HashMap<String, ()>>>,
     resync: Duration,
+    /// Held (shared) while images are mounted and (exclusive) while the sweep detaches
+    /// loop devices: between `losetup` and `mount` a device is attached but mounted
+    /// nowhere, and the sweep must not take it for a leftover.
+    mounting: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ContainerController {
@@ -102,6 +106,7 @@ impl ContainerController {
             watches: Watches::new(<ContainerSpec as crds::Spec>::KIND, |_| true),
             adopted: Arc::default(),
             resync: RESYNC,
+            mounting: Arc::default(),
         }
     }
 
@@ -139,7 +144,7 @@ impl ContainerController {
                 let list = store.list(kind).await.map_err(|e| e.to_string())?;
                 Ok(list.items.into_iter().map(|o| o.metadata.name).collect())
             };
-            match sweep::sweep(&self.host, live, stop_timeout()).await {
+            match sweep::sweep(&self.host, live, &self.mounting, stop_timeout()).await {
                 Ok(swept) if swept == sweep::Swept::default() => {}
                 Ok(swept) => tracing::info!(?swept, "removed what no Container owns"),
                 Err(e) => tracing::warn!(error = %e, "sweeping orphaned containers failed"),
@@ -386,6 +391,7 @@ impl ContainerController {
         dir: &crate::layout::ContainerDir,
         plan: &prepare::Plan,
     ) -> Result<(), String> {
+        let _mounting = self.mounting.read().await;
         let mounter = &self.host.mounter;
         let mounted = mounter
             .list_mounts(&dir.path().join("images"))

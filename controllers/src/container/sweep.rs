@@ -76,7 +76,14 @@ pub struct Swept {
 /// whose name `live` does not return, then detaches loop devices on our archives that
 /// nothing mounts any more. What exists on the host is listed *before* `live` is asked,
 /// so a container made for an object created meanwhile is never taken for an orphan.
-pub async fn sweep<F, Fut>(host: &Host, live: F, stop_timeout: Duration) -> Result<Swept, String>
+/// `mounting` is taken exclusively while loop devices are looked at: whoever mounts an
+/// image holds it shared, from attaching the device to mounting it.
+pub async fn sweep<F, Fut>(
+    host: &Host,
+    live: F,
+    mounting: &tokio::sync::RwLock<()>,
+    stop_timeout: Duration,
+) -> Result<Swept, String>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<BTreeSet<String>, String>>,
@@ -109,6 +116,7 @@ where
             swept.directories.push(name);
         }
     }
+    let _no_mounts = mounting.write().await;
     let mounted: BTreeSet<_> = host
         .mounter
         .list_mounts(&containers)
