@@ -18,6 +18,7 @@ pub enum LxcOp {
     State,
     List,
     Info,
+    Signal,
     Exec,
 }
 
@@ -30,6 +31,7 @@ pub enum LxcCall {
     State(String),
     List,
     Info(String),
+    Signal(String, rustix::process::Signal),
     Exec(String, Vec<String>),
 }
 
@@ -172,6 +174,17 @@ impl Lxc for FakeLxc {
                 _ => Vec::new(),
             },
         })
+    }
+
+    async fn signal(&self, name: &str, signal: rustix::process::Signal) -> Result<(), LxcError> {
+        let inner = self.enter(LxcOp::Signal, LxcCall::Signal(name.to_owned(), signal))?;
+        match inner.containers.get(name) {
+            Some((_, State::Running)) => Ok(()),
+            Some(_) => Err(LxcError::NotRunning {
+                container: name.to_owned(),
+            }),
+            None => Err(not_found(name)),
+        }
     }
 
     async fn exec(

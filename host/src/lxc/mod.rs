@@ -166,6 +166,16 @@ pub enum LxcError {
         #[source]
         source: fsio::FsioError,
     },
+    #[error("container {container} is not running: no init to signal")]
+    NotRunning { container: String },
+    #[error("container {container}: sending {signal} to its init (pid {pid}): {source}")]
+    Signal {
+        container: String,
+        signal: String,
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("container {container} does not exist under {lxcpath}")]
     NotFound { container: String, lxcpath: PathBuf },
     #[error("container {container} already exists under {lxcpath}")]
@@ -196,6 +206,9 @@ pub trait Lxc: Send + Sync + std::fmt::Debug {
     /// The containers under our path and prefix, sorted.
     async fn list(&self) -> Result<Vec<String>, LxcError>;
     async fn info(&self, name: &str) -> Result<Info, LxcError>;
+    /// Sends `signal` to the running container's init (a request to it, such as "read
+    /// your control file again", never a way to stop it: that is [`Lxc::stop`]).
+    async fn signal(&self, name: &str, signal: rustix::process::Signal) -> Result<(), LxcError>;
     /// Runs `argv` inside the running container with a clean environment and returns its
     /// exit code and (bounded) output; a non-zero exit is not an error.
     async fn exec(
