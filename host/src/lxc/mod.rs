@@ -106,6 +106,9 @@ impl State {
     }
 }
 
+/// A signal for [`Lxc::signal`].
+pub use rustix::process::Signal;
+
 /// A running container's init pid (in the host's pid namespace) and addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Info {
