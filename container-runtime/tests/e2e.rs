@@ -525,7 +525,11 @@ async fn a_crash_loop_leaks_neither_descriptors_nor_memory() {
 fn children(ppid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if proc_field(pid, "PPid:").as_deref() == Some(&ppid.to_string()) {
@@ -587,9 +591,15 @@ async fn sigusr1_stops_and_starts_the_daemons_as_the_control_file_says() {
     })
     .await;
     for pid in &first {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} remains");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} remains"
+        );
     }
-    assert!(rig.child.try_wait().unwrap().is_none(), "the supervisor stays");
+    assert!(
+        rig.child.try_wait().unwrap().is_none(),
+        "the supervisor stays"
+    );
     assert!(children(rig.pid()).is_empty(), "{:?}", children(rig.pid()));
 
     // A burst of flips: the last one written wins, with one process per daemon.

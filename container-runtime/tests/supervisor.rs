@@ -492,10 +492,7 @@ async fn daemons_stop_and_start_again_while_the_supervisor_stays() {
     })
     .await;
     // The oneshot ran again before what requires it.
-    assert_eq!(
-        &fake.names()[5..],
-        ["spawn setup", "spawn db", "spawn web"]
-    );
+    assert_eq!(&fake.names()[5..], ["spawn setup", "spawn db", "spawn web"]);
     assert_eq!(live(&fake), ["db", "web"]);
 
     stop.send(()).unwrap();
@@ -516,7 +513,10 @@ async fn the_last_desired_state_wins_over_flips_during_a_start_or_a_stop() {
     let (mut rx, desired, stop, task) =
         start_following(config(SETUP_AND_TWO_DAEMONS), &fake, Desired::Running);
     // During the start: db spawned, not ready yet.
-    until(&mut rx, "db starting", |s| state(s, "db") == State::Starting).await;
+    until(&mut rx, "db starting", |s| {
+        state(s, "db") == State::Starting
+    })
+    .await;
     desired.send_replace(Desired::Stopped);
     desired.send_replace(Desired::Running);
     until(&mut rx, "web ready", |s| s.processes["web"].ready).await;
@@ -524,9 +524,16 @@ async fn the_last_desired_state_wins_over_flips_during_a_start_or_a_stop() {
 
     // During a stop (web ignores SIGTERM: 5 s until SIGKILL), and a hundred flips.
     desired.send_replace(Desired::Stopped);
-    until(&mut rx, "web stopping", |s| state(s, "web") == State::Stopping).await;
+    until(&mut rx, "web stopping", |s| {
+        state(s, "web") == State::Stopping
+    })
+    .await;
     for i in 0..100 {
-        let d = if i % 2 == 0 { Desired::Running } else { Desired::Stopped };
+        let d = if i % 2 == 0 {
+            Desired::Running
+        } else {
+            Desired::Stopped
+        };
         desired.send_replace(d);
         tokio::task::yield_now().await;
     }
@@ -538,7 +545,11 @@ async fn the_last_desired_state_wins_over_flips_during_a_start_or_a_stop() {
     assert!(live(&fake).is_empty());
 
     for i in 0..101 {
-        let d = if i % 2 == 0 { Desired::Running } else { Desired::Stopped };
+        let d = if i % 2 == 0 {
+            Desired::Running
+        } else {
+            Desired::Stopped
+        };
         desired.send_replace(d);
         tokio::time::sleep(Duration::from_millis(i * 37 % 1500)).await;
     }
@@ -573,7 +584,10 @@ async fn a_crash_while_stopping_or_stopped_is_not_restarted() {
     })
     .await;
     desired.send_replace(Desired::Stopped);
-    until(&mut rx, "flaky stopped", |s| state(s, "flaky") == State::Stopped).await;
+    until(&mut rx, "flaky stopped", |s| {
+        state(s, "flaky") == State::Stopped
+    })
+    .await;
     let spawns = fake.names().len();
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(fake.names().len(), spawns, "{:?}", fake.events());

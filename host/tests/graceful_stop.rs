@@ -64,7 +64,9 @@ async fn a_graceful_stop_delivers_sigterm_to_init() {
     lxc.create(&spec).await.unwrap();
     lxc.start(&name).await.unwrap();
     // A signal to init is a request, not a stop.
-    lxc.signal(&name, rustix::process::Signal::USR1).await.unwrap();
+    lxc.signal(&name, rustix::process::Signal::USR1)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(volume.join("signals")).unwrap_or_default() != "usr1\n" {
         assert!(Instant::now() < deadline, "init never saw SIGUSR1");

@@ -245,24 +245,51 @@ mod tests {
         let stopping_now = supervised(Desired::Stopped, Some(7));
         let stopped_now = supervised(Desired::Stopped, None);
 
-        assert_eq!(verdict(true, up, Some(&running_now)), (True, reasons::RUNNING));
+        assert_eq!(
+            verdict(true, up, Some(&running_now)),
+            (True, reasons::RUNNING)
+        );
         assert_eq!(verdict(true, up, None), (False, reasons::STARTING));
-        assert_eq!(verdict(true, Some(State::Stopped), Some(&running_now)), (False, reasons::STARTING));
-        assert_eq!(verdict(true, up, Some(&stopped_now)), (False, reasons::STARTING));
+        assert_eq!(
+            verdict(true, Some(State::Stopped), Some(&running_now)),
+            (False, reasons::STARTING)
+        );
+        assert_eq!(
+            verdict(true, up, Some(&stopped_now)),
+            (False, reasons::STARTING)
+        );
         // Asked to stop, not taken in yet; taken in, a process left; all gone.
-        assert_eq!(verdict(false, up, Some(&running_now)), (True, reasons::STOPPING));
-        assert_eq!(verdict(false, up, Some(&stopping_now)), (True, reasons::STOPPING));
-        assert_eq!(verdict(false, up, Some(&stopped_now)), (False, reasons::STOPPED));
-        assert_eq!(verdict(false, Some(State::Stopped), None), (False, reasons::STOPPED));
+        assert_eq!(
+            verdict(false, up, Some(&running_now)),
+            (True, reasons::STOPPING)
+        );
+        assert_eq!(
+            verdict(false, up, Some(&stopping_now)),
+            (True, reasons::STOPPING)
+        );
+        assert_eq!(
+            verdict(false, up, Some(&stopped_now)),
+            (False, reasons::STOPPED)
+        );
+        assert_eq!(
+            verdict(false, Some(State::Stopped), None),
+            (False, reasons::STOPPED)
+        );
         assert_eq!(verdict(false, None, None), (False, reasons::STOPPED));
         // A supervisor shutting down is not a report of the daemons.
         let shutting = Status {
             stopping: true,
             ..running_now.clone()
         };
-        assert_eq!(verdict(true, up, Some(&shutting)), (False, reasons::STARTING));
+        assert_eq!(
+            verdict(true, up, Some(&shutting)),
+            (False, reasons::STARTING)
+        );
         // A status left from before the container stopped is not read as current.
-        assert_eq!(verdict(true, Some(State::Stopped), Some(&running_now)).0, False);
+        assert_eq!(
+            verdict(true, Some(State::Stopped), Some(&running_now)).0,
+            False
+        );
     }
 
     #[test]

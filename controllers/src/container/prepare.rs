@@ -242,7 +242,9 @@ pub fn write_run_state(
         container_runtime::status::Desired::Stopped
     };
     let path = dir.run_state_file();
-    let current = fsio::open_regular(&path).and_then(|f| f.read_limited(64)).ok();
+    let current = fsio::open_regular(&path)
+        .and_then(|f| f.read_limited(64))
+        .ok();
     if current.as_deref() == Some(desired.as_str().as_bytes()) {
         return Ok(false);
     }
