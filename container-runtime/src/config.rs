@@ -39,6 +39,10 @@ pub struct Config {
     /// Where the status JSON is written (atomically).
     #[serde(default = "default_status_file")]
     pub status_file: PathBuf,
+    /// What the daemons should be doing (`running` or `stopped`), written by the host and
+    /// re-read on SIGUSR1; a missing or unreadable file means `running`.
+    #[serde(default = "default_control_file")]
+    pub control_file: PathBuf,
     /// Directory of the per-process logs `<id>.log` (and `<id>.log.1`).
     #[serde(default = "default_log_dir")]
     pub log_dir: PathBuf,
@@ -53,6 +57,12 @@ fn default_stop_timeout() -> u32 {
 pub const DEFAULT_STATUS_FILE: &str = "/run/start-container/status.json";
 fn default_status_file() -> PathBuf {
     DEFAULT_STATUS_FILE.into()
+}
+/// Bound read-only from the host's container directory (a directory bind, so the host can
+/// replace the file atomically).
+pub const DEFAULT_CONTROL_FILE: &str = "/etc/start-container/control/run-state";
+fn default_control_file() -> PathBuf {
+    DEFAULT_CONTROL_FILE.into()
 }
 fn default_log_dir() -> PathBuf {
     "/var/log/start-container".into()

@@ -80,11 +80,24 @@ pub enum Kind {
     Daemon,
 }
 
+/// What the host wants the daemons to do (the control file, see [`crate::control`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Desired {
+    #[default]
+    Running,
+    Stopped,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// Set once SIGTERM (or the halt signal) arrived.
     pub stopping: bool,
+    /// The run state the supervisor last read from its control file and is converging to:
+    /// how the host knows its request was seen.
+    #[serde(default)]
+    pub desired: Desired,
     pub processes: BTreeMap<String, ProcessStatus>,
 }
 

@@ -5,8 +5,11 @@
 //! Each oneshot and daemon is one task: wait until everything it requires is ready
 //! (a failed oneshot blocks its dependents), then run it; daemons are restarted with
 //! exponential backoff. Stopping goes through the ids in reverse start order, one at a
-//! time: SIGTERM, the stop timeout, SIGKILL.
+//! time: SIGTERM, the stop timeout, SIGKILL. The daemons are stopped and started again
+//! as the desired run state says ([`Supervisor::run_with`]) without the supervisor
+//! exiting; a shutdown stops them and returns.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::{Config, Process, Ready};
-use crate::status::{Exit, Kind, ProbeResult, ProcessStatus, Report, State, Status};
+use crate::status::{Desired, Exit, Kind, ProbeResult, ProcessStatus, Report, State, Status};
 
 /// A started process.
 #[derive(Debug)]
@@ -70,11 +73,6 @@ impl<R: Report> Shared<R> {
         self.report.report(&status);
         drop(status);
         self.changed.send_modify(|n| *n += 1);
-    }
-
-    fn stopping(&self) -> bool {
-        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.stopping
     }
 
     fn get(&self, id: &str) -> Option<ProcessStatus> {
@@ -141,25 +139,109 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
 
     /// Runs everything until `shutdown` resolves, then stops everything and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (_keep, desired) = watch::channel(Desired::Running);
+        self.run_with(shutdown, desired).await;
+    }
+
+    /// Like [`Supervisor::run`], with the daemons started and stopped as `desired` says,
+    /// level-triggered: whatever it held last is what they end up doing. A stop walks the
+    /// start order backwards as a shutdown does; a start begins a new generation of every
+    /// oneshot and daemon, oneshots included: they are setup steps, idempotent by
+    /// contract, and what depends on them waits for them again. A new generation starts
+    /// only once every process of the previous one has exited, so a daemon never runs
+    /// twice.
+    pub async fn run_with(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut desired: watch::Receiver<Desired>,
+    ) {
         let order: Vec<String> = match self.config.start_order() {
             Some(o) => o.into_iter().map(str::to_owned).collect(),
             None => return,
         };
-        self.shared.report.report(&self.status());
-        let mut units = Vec::with_capacity(order.len());
-        for id in &order {
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(self.clone().unit(id.clone(), stop_rx));
-            units.push((id.clone(), stop_tx, task));
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut generation: Option<Generation> = None;
+        let mut first = true;
+        loop {
+            // A shutdown that arrived during a stop wins over a start asked for meanwhile.
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = std::future::ready(()) => {}
+            }
+            let want = *desired.borrow_and_update();
+            self.set_desired(want, first);
+            first = false;
+            match (want, generation.take()) {
+                (Desired::Running, None) => generation = Some(self.start_all(&order)),
+                (Desired::Stopped, Some(g)) => {
+                    tracing::info!("stopping the daemons: the control file says stopped");
+                    self.stop_all(g).await;
+                    continue;
+                }
+                (_, g) => generation = g,
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        // Nobody can change the desired state any more.
+                        shutdown.as_mut().await;
+                        break;
+                    }
+                }
+            }
         }
-        shutdown.await;
         tracing::info!("shutting down");
         {
             let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
             status.stopping = true;
             self.shared.report.report(&status);
         }
-        for (id, stop, task) in units.into_iter().rev() {
+        if let Some(g) = generation {
+            self.stop_all(g).await;
+        }
+    }
+
+    fn set_desired(&self, want: Desired, always: bool) {
+        let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.desired != want || always {
+            status.desired = want;
+            self.shared.report.report(&status);
+        }
+    }
+
+    /// Spawns one task per id, every process back to waiting first (what a previous
+    /// generation left, ready flags included, must not let a dependent start early).
+    fn start_all(&self, order: &[String]) -> Generation {
+        tracing::info!("starting the oneshots and daemons");
+        {
+            let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+            for p in status.processes.values_mut() {
+                let (restarts, last_exit) = (p.restarts, p.last_exit);
+                *p = initial(p.kind);
+                p.restarts = restarts;
+                p.last_exit = last_exit;
+            }
+            self.shared.report.report(&status);
+        }
+        self.shared.changed.send_modify(|n| *n += 1);
+        let halting = Arc::new(AtomicBool::new(false));
+        let units = order
+            .iter()
+            .map(|id| {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task = tokio::spawn(self.clone().unit(id.clone(), stop_rx, halting.clone()));
+                (id.clone(), stop_tx, task)
+            })
+            .collect();
+        Generation { halting, units }
+    }
+
+    /// Stops a generation in reverse start order; returns once every task ended.
+    async fn stop_all(&self, g: Generation) {
+        g.halting.store(true, Ordering::SeqCst);
+        for (id, stop, task) in g.units.into_iter().rev() {
             let _ = stop.send(true);
             if let Err(e) = task.await {
                 tracing::error!(id, error = %e, "supervision task failed");
@@ -167,7 +249,7 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
         }
     }
 
-    async fn unit(self, id: String, mut stop: watch::Receiver<bool>) {
+    async fn unit(self, id: String, mut stop: watch::Receiver<bool>, halting: Arc<AtomicBool>) {
         let Some(process) = self.config.process(&id).cloned() else {
             return;
         };
@@ -185,7 +267,7 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
             return;
         }
         if self.config.daemons.contains_key(&id) {
-            self.daemon(&id, &process, stop).await;
+            self.daemon(&id, &process, stop, &halting).await;
         } else {
             self.oneshot(&id, &process, stop).await;
         }
@@ -232,7 +314,13 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
         }
     }
 
-    async fn daemon(&self, id: &str, process: &Process, mut stop: watch::Receiver<bool>) {
+    async fn daemon(
+        &self,
+        id: &str,
+        process: &Process,
+        mut stop: watch::Receiver<bool>,
+        halting: &AtomicBool,
+    ) {
         let restart = &self.config.restart;
         let initial = Duration::from_millis(restart.initial_ms);
         let mut delay = initial;
@@ -244,9 +332,9 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
                         .update(id, |s| exited(s, exit, State::Stopped, "stopped"));
                     return;
                 }
-                // Shutting down: what exits now stays down rather than coming back
-                // while the others are being stopped.
-                Ok(Outcome::Exited(exit)) if self.shared.stopping() => {
+                // Stopping: what exits now stays down rather than coming back while
+                // the others are being stopped.
+                Ok(Outcome::Exited(exit)) if halting.load(Ordering::SeqCst) => {
                     let message = format!("exited while stopping: {exit}");
                     self.shared
                         .update(id, |s| exited(s, exit, State::Stopped, &message));
@@ -285,7 +373,7 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
                     return;
                 }
             }
-            if self.shared.stopping() {
+            if halting.load(Ordering::SeqCst) {
                 self.shared
                     .update(id, |s| set(s, State::Stopped, "not restarted: stopping"));
                 return;
@@ -376,6 +464,13 @@ impl<S: Spawner, P: Prober, R: Report> Supervisor<S, P, R> {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// One start of every oneshot and daemon, until it is stopped.
+struct Generation {
+    /// Set when the stop begins: a daemon that exits from then on is not restarted.
+    halting: Arc<AtomicBool>,
+    units: Vec<(String, watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 enum Outcome {

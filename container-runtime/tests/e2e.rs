@@ -520,3 +520,107 @@ async fn a_crash_loop_leaks_neither_descriptors_nor_memory() {
         "RSS grew from {rss} to {rss2}"
     );
 }
+
+/// The supervisor's children, by state letter (`S`, `R`, `Z`...).
+fn children(ppid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if proc_field(pid, "PPid:").as_deref() == Some(&ppid.to_string()) {
+            let state = proc_field(pid, "State:").unwrap_or_default();
+            out.push((pid, state.chars().next().unwrap_or('?').to_string()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sigusr1_stops_and_starts_the_daemons_as_the_control_file_says() {
+    use container_runtime::status::Desired;
+    let Some(()) = prerequisites() else { return };
+    let control_dir = tempfile::tempdir().unwrap();
+    let control = control_dir.path().join("run-state");
+    let write = |what: &str| {
+        let tmp = control_dir.path().join("tmp");
+        std::fs::write(&tmp, what).unwrap();
+        std::fs::rename(&tmp, &control).unwrap();
+    };
+    write("stopped");
+    let mut rig = Rig::start(json!({
+        "controlFile": control,
+        "stopTimeoutSeconds": 2,
+        "oneshots": {"setup": {"image": "main", "command": bb("true")}},
+        "daemons": {
+            "a": {"image": "main", "requires": ["setup"], "command": bb("sleep 1000")},
+            "b": {"image": "main", "requires": ["a"], "command": bb("sleep 1000")}
+        }
+    }));
+    let usr1 = |pid: u32| {
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::USR1).unwrap();
+    };
+    let s = rig
+        .until("reported stopped", |s| s.desired == Desired::Stopped)
+        .await;
+    assert!(s.processes.values().all(|p| p.pid.is_none()), "{s:#?}");
+    assert!(children(rig.pid()).is_empty());
+
+    write("running");
+    usr1(rig.pid());
+    let s = rig
+        .until("both running", |s| {
+            s.desired == Desired::Running && s.processes.values().all(|p| p.ready)
+        })
+        .await;
+    let first: Vec<u32> = s.processes.values().filter_map(|p| p.pid).collect();
+    assert_eq!(first.len(), 2);
+
+    write("stopped");
+    usr1(rig.pid());
+    rig.until("both stopped", |s| {
+        s.desired == Desired::Stopped
+            && s.processes
+                .values()
+                .all(|p| p.pid.is_none() && p.state != State::Stopping)
+    })
+    .await;
+    for pid in &first {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} remains"
+        );
+    }
+    assert!(
+        rig.child.try_wait().unwrap().is_none(),
+        "the supervisor stays"
+    );
+    assert!(children(rig.pid()).is_empty(), "{:?}", children(rig.pid()));
+
+    // A burst of flips: the last one written wins, with one process per daemon.
+    for i in 0..40 {
+        write(if i % 2 == 0 { "stopped" } else { "running" });
+        usr1(rig.pid());
+    }
+    let s = rig
+        .until("both running after the burst", |s| {
+            s.desired == Desired::Running && s.processes.values().all(|p| p.ready)
+        })
+        .await;
+    assert_eq!(s.processes["setup"].state, State::Completed);
+    let kids = children(rig.pid());
+    assert_eq!(kids.len(), 2, "one per daemon, no zombie: {kids:?}");
+    assert!(kids.iter().all(|(_, st)| st != "Z"), "{kids:?}");
+
+    rig.sigterm();
+    let code = tokio::time::timeout(Duration::from_secs(10), rig.child.wait())
+        .await
+        .expect("start-container did not exit")
+        .unwrap();
+    assert!(code.success(), "{code:?}\n{}", rig.stderr());
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use container_runtime::config::{Config, Process, Ready};
-use container_runtime::status::{Exit, ProbeResult, Report, State, Status};
+use container_runtime::status::{Desired, Exit, ProbeResult, Report, State, Status};
 use container_runtime::supervisor::{Prober, Spawned, Spawner, Supervisor};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -408,6 +408,204 @@ async fn dependents_start_soon_after_readiness() {
     let events = fake.events();
     assert_eq!(events[1].1, "spawn app");
     assert!(events[1].0 < Duration::from_millis(250), "{events:?}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// Starts the supervisor following a desired run state; returns the status watch, the
+/// desired state's sender, the shutdown trigger and the task.
+fn start_following(
+    config: Config,
+    fake: &Arc<Fake>,
+    desired: Desired,
+) -> (
+    watch::Receiver<Status>,
+    watch::Sender<Desired>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = watch::channel(Status::default());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (desired_tx, desired_rx) = watch::channel(desired);
+    let sup = Supervisor::new(
+        config,
+        Handle(fake.clone()),
+        Handle(fake.clone()),
+        Watch(tx),
+    );
+    let task = tokio::spawn(sup.run_with(
+        async move {
+            let _ = stop_rx.await;
+        },
+        desired_rx,
+    ));
+    (rx, desired_tx, stop_tx, task)
+}
+
+/// The fake's processes that have not exited, by id.
+fn live(fake: &Fake) -> Vec<String> {
+    let state = fake.state.lock().unwrap();
+    let mut ids: Vec<String> = state
+        .procs
+        .values()
+        .filter(|(_, tx)| tx.as_ref().is_some_and(|tx| !tx.is_closed()))
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn all_down(s: &Status) -> bool {
+    s.processes.values().all(|p| p.pid.is_none())
+}
+
+const SETUP_AND_TWO_DAEMONS: &str = r#"{"images":{"i":"/r"},"stopTimeoutSeconds":5,
+    "oneshots":{"setup":{"image":"i","command":["s"]}},
+    "daemons":{"db":{"image":"i","command":["d"],"requires":["setup"],
+                     "ready":{"tcp":{"port":1},"periodSeconds":1}},
+               "web":{"image":"i","command":["w"],"requires":["db"]}}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn daemons_stop_and_start_again_while_the_supervisor_stays() {
+    let fake = Fake::new(
+        &[("setup", Behaviour::ExitAfter(Duration::from_millis(100), 0))],
+        &[("db", 1000)],
+    );
+    let (mut rx, desired, stop, task) =
+        start_following(config(SETUP_AND_TWO_DAEMONS), &fake, Desired::Running);
+    until(&mut rx, "web ready", |s| s.processes["web"].ready).await;
+    assert_eq!(rx.borrow().desired, Desired::Running);
+
+    desired.send_replace(Desired::Stopped);
+    until(&mut rx, "everything down", |s| {
+        s.desired == Desired::Stopped && all_down(s) && state(s, "db") == State::Stopped
+    })
+    .await;
+    assert_eq!(&fake.names()[3..], ["term web", "term db"], "reverse order");
+    assert!(!task.is_finished(), "the supervisor stays up");
+    assert!(!rx.borrow().stopping);
+    assert!(live(&fake).is_empty());
+
+    desired.send_replace(Desired::Running);
+    until(&mut rx, "web ready again", |s| {
+        s.desired == Desired::Running && s.processes["web"].ready
+    })
+    .await;
+    // The oneshot ran again before what requires it.
+    assert_eq!(&fake.names()[5..], ["spawn setup", "spawn db", "spawn web"]);
+    assert_eq!(live(&fake), ["db", "web"]);
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert!(rx.borrow().stopping);
+    assert!(live(&fake).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_desired_state_wins_over_flips_during_a_start_or_a_stop() {
+    let fake = Fake::new(
+        &[
+            ("setup", Behaviour::ExitAfter(Duration::from_millis(100), 0)),
+            ("web", Behaviour::IgnoreTerm),
+        ],
+        &[("db", 1000)],
+    );
+    let (mut rx, desired, stop, task) =
+        start_following(config(SETUP_AND_TWO_DAEMONS), &fake, Desired::Running);
+    // During the start: db spawned, not ready yet.
+    until(&mut rx, "db starting", |s| {
+        state(s, "db") == State::Starting
+    })
+    .await;
+    desired.send_replace(Desired::Stopped);
+    desired.send_replace(Desired::Running);
+    until(&mut rx, "web ready", |s| s.processes["web"].ready).await;
+    assert_eq!(live(&fake), ["db", "web"]);
+
+    // During a stop (web ignores SIGTERM: 5 s until SIGKILL), and a hundred flips.
+    desired.send_replace(Desired::Stopped);
+    until(&mut rx, "web stopping", |s| {
+        state(s, "web") == State::Stopping
+    })
+    .await;
+    for i in 0..100 {
+        let d = if i % 2 == 0 {
+            Desired::Running
+        } else {
+            Desired::Stopped
+        };
+        desired.send_replace(d);
+        tokio::task::yield_now().await;
+    }
+    // Last written: stopped.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let s = rx.borrow().clone();
+    assert_eq!(s.desired, Desired::Stopped);
+    assert!(all_down(&s), "{s:#?}");
+    assert!(live(&fake).is_empty());
+
+    for i in 0..101 {
+        let d = if i % 2 == 0 {
+            Desired::Running
+        } else {
+            Desired::Stopped
+        };
+        desired.send_replace(d);
+        tokio::time::sleep(Duration::from_millis(i * 37 % 1500)).await;
+    }
+    until(&mut rx, "running again", |s| {
+        s.desired == Desired::Running && s.processes["web"].ready
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(live(&fake), ["db", "web"], "exactly one of each");
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert!(live(&fake).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_while_stopping_or_stopped_is_not_restarted() {
+    let fake = Fake::new(
+        &[("flaky", Behaviour::ExitAfter(Duration::from_secs(2), 1))],
+        &[],
+    );
+    let (mut rx, desired, stop, task) = start_following(
+        config(
+            r#"{"images":{"i":"/r"},"restart":{"initialMs":1000,"maxMs":1000},
+            "daemons":{"flaky":{"image":"i","command":["f"]}}}"#,
+        ),
+        &fake,
+        Desired::Running,
+    );
+    until(&mut rx, "flaky backing off", |s| {
+        state(s, "flaky") == State::Backoff
+    })
+    .await;
+    desired.send_replace(Desired::Stopped);
+    until(&mut rx, "flaky stopped", |s| {
+        state(s, "flaky") == State::Stopped
+    })
+    .await;
+    let spawns = fake.names().len();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(fake.names().len(), spawns, "{:?}", fake.events());
+
+    // Started stopped: nothing runs until asked.
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let fake = Fake::new(&[], &[]);
+    let (mut rx, desired, stop, task) = start_following(
+        config(r#"{"images":{"i":"/r"},"daemons":{"d":{"image":"i","command":["d"]}}}"#),
+        &fake,
+        Desired::Stopped,
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(fake.names().is_empty());
+    assert_eq!(rx.borrow().desired, Desired::Stopped);
+    desired.send_replace(Desired::Running);
+    until(&mut rx, "d running", |s| s.processes["d"].ready).await;
     stop.send(()).unwrap();
     task.await.unwrap();
 }

@@ -7,6 +7,7 @@
 //!     images/<image id>/                    squashfs members mounted read-only
 //!     rootfs/                               the container's own root (mount points only)
 //!     run/                                  status.json and logs/ written by start-container
+//!     control/run-state                     `running` or `stopped`: what the daemons should do
 //!     config.json                           start-container's configuration
 //! <data>/volumes/<package>/<volume id>/ package data, owned by the container's mapped root
 //! <data>/lxc/                           LXC's own path (`lxc-* -P`): configs and logs
@@ -98,6 +99,16 @@ impl ContainerDir {
 
     pub fn logs(&self) -> PathBuf {
         self.run().join("logs")
+    }
+
+    /// Written by the host, bound read-only into the container.
+    pub fn control(&self) -> PathBuf {
+        self.0.join("control")
+    }
+
+    /// The daemons' desired run state, `running` or `stopped`.
+    pub fn run_state_file(&self) -> PathBuf {
+        self.control().join("run-state")
     }
 
     pub fn config(&self) -> PathBuf {

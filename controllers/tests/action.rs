@@ -813,6 +813,9 @@ impl Lxc for GatedLxc {
     async fn info(&self, name: &str) -> Result<host::lxc::Info, LxcError> {
         self.inner.info(name).await
     }
+    async fn signal(&self, name: &str, signal: host::lxc::Signal) -> Result<(), LxcError> {
+        self.inner.signal(name, signal).await
+    }
     async fn exec(
         &self,
         name: &str,

@@ -16,7 +16,7 @@ use controllers::{
 };
 use crds::{API_VERSION, Object, ObjectMeta, condition::find_condition, kind_by_name};
 use host::{
-    lxc::{FakeLxc, Lxc, LxcCall, State},
+    lxc::{FakeLxc, Lxc, LxcCall, Signal, State},
     mount::{FakeMounter, MountCall},
 };
 use serde_json::{Value, json};
@@ -139,8 +139,9 @@ impl Rig {
                 .controller
                 .reconcile(Arc::new(before.clone()), &self.ctx)
                 .await;
+            // `After`: a run state the supervisor has not taken in yet is signalled again.
             ensure!(
-                matches!(result, Ok(Requeue::OnChange)),
+                matches!(result, Ok(Requeue::OnChange | Requeue::After(_))),
                 "reconcile: {result:?}"
             );
             let after = self.get().await?;
@@ -167,10 +168,16 @@ impl Rig {
 
     /// Writes the supervisor's status file as `start-container` would.
     fn report(&self, ready: bool) -> Result<()> {
-        let status = json!({"stopping": false, "processes": {"main": {
+        let state = if ready { "running" } else { "starting" };
+        self.report_as("running", state, ready, Some(7))
+    }
+
+    /// Writes a status with the run state the supervisor took in and its one daemon's.
+    fn report_as(&self, desired: &str, state: &str, ready: bool, pid: Option<u32>) -> Result<()> {
+        let status = json!({"stopping": false, "desired": desired, "processes": {"main": {
             "kind": "daemon",
-            "state": if ready { "running" } else { "starting" },
-            "ready": ready, "pid": 7, "restarts": 0, "lastExit": null,
+            "state": state,
+            "ready": ready, "pid": pid, "restarts": 0, "lastExit": null,
             "lastProbe": {"ok": ready, "message": if ready { "200 OK" } else { "connection refused" }},
             "message": "",
         }}});
@@ -257,17 +264,64 @@ async fn a_container_is_made_started_reported_stopped_remade_and_removed() -> Re
     rig.settle().await?;
     assert_eq!(rig.lxc.state("t-hello").await?, Some(State::Running));
 
-    // running: false stops it.
+    // running: false stops the daemons, not the container: the control file says so and
+    // the supervisor is signalled until it reports it took that in.
+    let signals = || {
+        rig.lxc
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, LxcCall::Signal(n, s) if n == "t-hello" && *s == Signal::USR1))
+            .count()
+    };
+    assert_eq!(signals(), 0);
+    let run_state = || std::fs::read_to_string(dir.run_state_file()).unwrap();
+    assert_eq!(run_state(), "running");
     let mut obj = rig.get().await?;
     obj.spec["running"] = json!(false);
     rig.store.update(obj, &WriteOptions::default()).await?;
     let obj = rig.settle().await?;
-    assert_eq!(rig.lxc.state("t-hello").await?, Some(State::Stopped));
+    assert_eq!(run_state(), "stopped");
+    assert_eq!(rig.lxc.state("t-hello").await?, Some(State::Running));
+    assert_eq!(Rig::condition(&obj, "Running"), "True/Stopping");
+    let asked = signals();
+    assert!(asked >= 1, "signalled");
+    let result = rig
+        .controller
+        .reconcile(Arc::new(rig.get().await?), &rig.ctx)
+        .await;
+    assert!(matches!(result, Ok(Requeue::After(_))), "{result:?}");
+    assert_eq!(signals(), asked + 1, "signalled again while not taken in");
+    // Taken in, the daemon still stopping; then every process down.
+    rig.report_as("stopped", "stopping", false, Some(7))?;
+    let obj = rig.settle().await?;
+    assert_eq!(Rig::condition(&obj, "Running"), "True/Stopping");
+    let asked = signals();
+    rig.report_as("stopped", "stopped", false, None)?;
+    let obj = rig.settle().await?;
+    assert_eq!(signals(), asked, "nothing to ask once taken in");
     assert_eq!(Rig::condition(&obj, "Running"), "False/Stopped");
+    assert_eq!(Rig::condition(&obj, "Healthy"), "Unknown/Stopped");
+    assert_eq!(obj.status.as_ref().unwrap()["state"], json!("RUNNING"));
+    // The container stays up while its daemons are stopped: stopped by hand, started.
+    rig.lxc.set_state("t-hello", State::Stopped);
+    rig.settle().await?;
+    assert_eq!(rig.lxc.state("t-hello").await?, Some(State::Running));
+
+    // running: true again: asked, then Running once the supervisor took it in.
+    let mut obj = rig.get().await?;
+    obj.spec["running"] = json!(true);
+    rig.store.update(obj, &WriteOptions::default()).await?;
+    let obj = rig.settle().await?;
+    assert_eq!(run_state(), "running");
+    assert_eq!(Rig::condition(&obj, "Running"), "False/Starting");
+    assert!(signals() > asked);
+    rig.report(true)?;
+    let obj = rig.settle().await?;
+    assert_eq!(Rig::condition(&obj, "Running"), "True/Running");
+    assert_eq!(Rig::condition(&obj, "Healthy"), "True/Healthy");
 
     // New limits: made again.
     let mut obj = rig.get().await?;
-    obj.spec["running"] = json!(true);
     obj.spec["limits"] = json!({"memoryBytes": 64 << 20});
     rig.store.update(obj, &WriteOptions::default()).await?;
     rig.settle().await?;

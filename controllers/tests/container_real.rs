@@ -2,9 +2,9 @@
 //! `mksquashfs` into a signed archive, a `Container` object reconciled by the running
 //! controller into an unprivileged, id-mapped LXC container on a bridge of the test's own,
 //! with the static `start-container` as its init; its page answers on the container's
-//! address, its daemon runs as a host uid in the mapped range, it stops and starts as the
-//! spec says, comes back after `lxc-stop -k` by hand, and leaves nothing behind when the
-//! object is deleted.
+//! address, its daemon runs as a host uid in the mapped range, its daemons stop and start as
+//! the spec says while the container and its supervisor stay up, it comes back after
+//! `lxc-stop -k` by hand, and leaves nothing behind when the object is deleted.
 //!
 //! Needs root, `lxc`, `squashfs-tools`, `busybox-static` and the static `start-container`
 //! (`scripts/build-start-container.sh`, or `STARTOS_START_CONTAINER`): skipped without
@@ -131,20 +131,56 @@ async fn hello_world_runs_in_an_unprivileged_container_and_leaves_nothing() -> R
     .await?;
     ensure!(http_get(&ip, 8080, "/").await?.starts_with("HTTP/1."));
 
-    // running: false stops it.
+    // running: false stops the daemons: nothing answers on 8080, while the container and
+    // its supervisor stay up (actions, migrations and backups run in a stopped package).
+    let supervisor = lxc.info(&lxc_name).await?.pid.context("init pid")?;
     let mut obj = store.get(kind, "hello").await?;
     obj.spec["running"] = json!(false);
     store.update(obj, &WriteOptions::default()).await?;
+    let stopping = Instant::now();
     wait_for(&store, "Running=False/Stopped", |o| {
         condition(o, "Running") == "False/Stopped"
-            && o.status.as_ref().is_some_and(|s| s["state"] == "STOPPED")
+            && o.status.as_ref().is_some_and(|s| s["state"] == "RUNNING")
     })
     .await?;
+    eprintln!(
+        "timing: running false -> daemons stopped in {:?}",
+        stopping.elapsed()
+    );
     ensure!(
         tokio::net::TcpStream::connect((ip.as_str(), 8080))
             .await
-            .is_err()
+            .is_err(),
+        "something answers on 8080 while stopped"
     );
+    let info = lxc.info(&lxc_name).await?;
+    ensure!(info.state == Some(host::lxc::State::Running), "{info:?}");
+    ensure!(
+        info.pid == Some(supervisor),
+        "the same start-container runs: {info:?}"
+    );
+    let children =
+        run(Command::new("sh").args(["-c", &format!("cat /proc/{supervisor}/task/*/children")]))?;
+    ensure!(
+        children.split_whitespace().next().is_none(),
+        "no daemon left: {children}"
+    );
+
+    // running: true again answers again, from the same supervisor.
+    let mut obj = store.get(kind, "hello").await?;
+    obj.spec["running"] = json!(true);
+    store.update(obj, &WriteOptions::default()).await?;
+    let starting = Instant::now();
+    wait_for(&store, "Healthy=True after a start", |o| {
+        condition(o, "Running") == "True/Running" && condition(o, "Healthy") == "True/Healthy"
+    })
+    .await?;
+    eprintln!(
+        "timing: running true -> Healthy=True in {:?}",
+        starting.elapsed()
+    );
+    ensure!(http_get(&ip, 8080, "/").await?.starts_with("HTTP/1."));
+    ensure!(lxc.info(&lxc_name).await?.pid == Some(supervisor));
 
     // Deleted: nothing left on the host but the volume.
     store

@@ -100,6 +100,9 @@ pub mod reasons {
     pub const RUNNING: &str = "Running";
     /// `Running=False`: `spec.running` is false and nothing runs.
     pub const STOPPED: &str = "Stopped";
+    /// `Running=True` on a Container: `spec.running` is false and its daemons are being
+    /// stopped (Running says what is: something still runs).
+    pub const STOPPING: &str = "Stopping";
     /// `Running=False`: the container could not be made, mounted or started.
     pub const CONTAINER_FAILED: &str = "ContainerFailed";
     /// `Running=False`: a critical task must be done before the package starts.

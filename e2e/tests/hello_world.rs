@@ -16,7 +16,7 @@ use e2e::rig::{
     self, Developer, HostConfig, condition, healthy, http_get, package, run, wait_for, wait_gone,
 };
 use serde_json::json;
-use store::{Preconditions, Store, WriteOptions};
+use store::{Patch, Preconditions, Store, Subresource, WriteOptions};
 use tokio::time::Instant;
 
 const TOOLS: &[&str] = &["lxc-start", "mksquashfs", "busybox", "ip", "losetup"];
@@ -167,9 +167,23 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
 
     // running: false stops it; true starts it again.
     let kind = crds::kind_by_name("Package").context("Package")?;
-    let mut obj = store.get(kind, "hello-world").await?;
-    obj.spec["running"] = json!(false);
-    store.update(obj, &WriteOptions::default()).await?;
+    // A merge patch, as a person would send it: the controllers write the status all the
+    // while, so a read-modify-write could meet a Conflict.
+    let set_running = |running: bool| {
+        let store = store.clone();
+        async move {
+            store
+                .patch(
+                    kind,
+                    "hello-world",
+                    Patch::Merge(json!({"spec": {"running": running}})),
+                    Subresource::Main,
+                    &WriteOptions::default(),
+                )
+                .await
+        }
+    };
+    set_running(false).await?;
     wait_for(&store, "Package", "hello-world", "stopped", |o| {
         condition(o, "Running") == "Running=False/Stopped"
     })
@@ -180,9 +194,7 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
             .is_err(),
         "nothing answers once stopped"
     );
-    let mut obj = store.get(kind, "hello-world").await?;
-    obj.spec["running"] = json!(true);
-    store.update(obj, &WriteOptions::default()).await?;
+    set_running(true).await?;
     wait_for(&store, "Package", "hello-world", "Healthy again", healthy).await?;
     ensure!(http_get(&ip, 8080, "/").await?.contains("200"));
 

@@ -1,6 +1,6 @@
 //! On the real kernel (as root): a graceful stop reaches the container's init as SIGTERM
 //! (LXC's default halt signal, SIGPWR, is ignored by most programs), so a service can save
-//! its state before it goes.
+//! its state before it goes; a signal to init (`Lxc::signal`) reaches it and stops nothing.
 
 mod support;
 
@@ -14,7 +14,7 @@ use support::{Teardown, busybox_rootfs, chmod, require, run};
 use tokio::time::Instant;
 
 /// Waits for SIGTERM, then leaves a mark in the volume and exits.
-const INIT: &str = "trap 'echo stopped > /data/mark; exit 0' TERM\nwhile :; do sleep 1; done\n";
+const INIT: &str = "trap 'echo usr1 >> /data/signals' USR1\ntrap 'echo stopped > /data/mark; exit 0' TERM\nwhile :; do sleep 1; done\n";
 
 #[tokio::test]
 async fn a_graceful_stop_delivers_sigterm_to_init() {
@@ -63,6 +63,18 @@ async fn a_graceful_stop_delivers_sigterm_to_init() {
     teardown.container(&lxcpath, &name);
     lxc.create(&spec).await.unwrap();
     lxc.start(&name).await.unwrap();
+    // A signal to init is a request, not a stop.
+    lxc.signal(&name, rustix::process::Signal::USR1)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(volume.join("signals")).unwrap_or_default() != "usr1\n" {
+        assert!(Instant::now() < deadline, "init never saw SIGUSR1");
+        // The file has no event to wait on from here (a mapped owner, a trap that runs
+        // between sleeps): poll with a deadline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lxc.state(&name).await.unwrap(), Some(State::Running));
     let t = Instant::now();
     lxc.stop(&name, StopMode::Graceful(Duration::from_secs(20)))
         .await
@@ -74,6 +86,11 @@ async fn a_graceful_stop_delivers_sigterm_to_init() {
     assert_eq!(lxc.state(&name).await.unwrap(), Some(State::Stopped));
     let mark = std::fs::read_to_string(volume.join("mark")).expect("init saw SIGTERM");
     assert_eq!(mark, "stopped\n");
+    let err = lxc
+        .signal(&name, rustix::process::Signal::USR1)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not running"), "{err}");
     lxc.destroy(&name).await.unwrap();
     teardown.disarm();
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use container_runtime::config::{Config, DEFAULT_STATUS_FILE};
+use container_runtime::control::read_desired;
 use container_runtime::exec_in::{Bind, exec_in};
 use container_runtime::reaper::Reaper;
-use container_runtime::status::{StatusFile, read_status};
+use container_runtime::status::{Desired, StatusFile, read_status};
 use container_runtime::supervisor::Supervisor;
 
 #[derive(Debug, Parser)]
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Supervise the oneshots and daemons of CONFIG until SIGTERM, SIGINT or SIGPWR.
+    /// Supervise the oneshots and daemons of CONFIG until SIGTERM, SIGINT or SIGPWR; on
+    /// SIGUSR1 the control file is read again and the daemons stopped or started.
     Run {
         #[arg(long, default_value = "/etc/start-container/config.json")]
         config: PathBuf,
@@ -116,12 +118,36 @@ fn run(config_path: PathBuf) -> anyhow::Result<()> {
         let shared = Arc::new(config.clone());
         let (spawner, prober) = container_runtime::real::real(self_exe, shared, reaper);
         let shutdown = shutdown_signal()?;
+        let desired = follow_control_file(config.control_file.clone())?;
         Supervisor::new(config, spawner, prober, report)
-            .run(shutdown)
+            .run_with(shutdown, desired)
             .await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// The control file's state, read at start and again on every SIGUSR1 (the host's "read
+/// it again"). The handler is in place before the first read, so a write and signal
+/// racing the start is never lost.
+fn follow_control_file(path: PathBuf) -> anyhow::Result<tokio::sync::watch::Receiver<Desired>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let (tx, rx) = tokio::sync::watch::channel(read_desired(&path));
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            let path = path.clone();
+            // Several signals that arrive before this read are folded into it.
+            match tokio::task::spawn_blocking(move || read_desired(&path)).await {
+                Ok(desired) => {
+                    tracing::info!(desired = desired.as_str(), "control file read");
+                    tx.send_replace(desired);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the control file"),
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// SIGTERM (`lxc-stop` with a stop signal, `kill`), SIGPWR (`lxc-stop`'s default halt

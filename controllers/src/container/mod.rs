@@ -5,8 +5,10 @@
 //! straight out of the verified archive by offset, the container's directory and mount
 //! points, volumes owned by the container's mapped root, `start-container`'s
 //! configuration), creates the LXC container when it is missing or was made from
-//! something else (a new archive, new limits), starts or stops it as `spec.running` says,
-//! and reports what its supervisor says ([`observe`]) in the status.
+//! something else (a new archive, new limits), starts it (the container runs whenever the
+//! object exists), has its supervisor run or stop the daemons as `spec.running` says (the
+//! control file, then SIGUSR1 to the container's init while the supervisor reports
+//! otherwise), and reports what its supervisor says ([`observe`]) in the status.
 //!
 //! It is woken by changes to the object, by a file watch on the directory the supervisor
 //! writes its status to, and by a periodic resync that brings back what someone changed by
@@ -32,11 +34,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crds::{
     Condition, Resource,
-    condition::types,
+    condition::{reasons, types},
     kinds::{ContainerSpec, ContainerStatus},
 };
 use host::idmap::IdRanges;
-use host::lxc::{Limits, Lxc, NetworkSpec, State, StopMode};
+use host::lxc::{Limits, Lxc, NetworkSpec, Signal, State, StopMode};
 use host::mount::Mounter;
 use host::net::{AddressPlan, Ipv4Cidr};
 use store::Store;
@@ -59,6 +61,12 @@ pub const FINALIZER: &str = "startos.io/container";
 /// How often every container is looked at again: the longest a container stopped or
 /// destroyed by hand stays down.
 pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// Tells a container's supervisor to read its control file again.
+const SIGNAL_READ_CONTROL: Signal = Signal::USR1;
+
+/// How soon a run state the supervisor has not taken in is signalled again.
+const UNSEEN_RETRY: Duration = Duration::from_secs(2);
 
 /// Image verifications running at once (each hashes a whole image).
 const VERIFY_PERMITS: usize = 1;
@@ -251,9 +259,23 @@ impl ContainerController {
             .as_ref()
             .map(|s| observe::processes(s, plan_processes.into_iter()))
             .unwrap_or_default();
-        let reported = supervisor.as_ref().is_some_and(|s| !s.stopping);
-        let running = observe::running(res.spec.running, state, reported, error.as_deref());
-        let healthy = observe::healthy(running.0 == crds::ConditionStatus::True, &processes);
+        let want = res.spec.running;
+        // Level-triggered: as long as the supervisor reports another run state than the
+        // spec's, it is told to read its control file again (here, and on the retry).
+        let unseen = supervisor.as_ref().is_some_and(|s| {
+            !s.stopping && (s.desired == container_runtime::status::Desired::Running) != want
+        });
+        if unseen && outcome.is_ok() && state == Some(State::Running) {
+            tracing::info!(container = %name, running = want, "asking the supervisor to follow spec.running");
+            if let Err(e) = self.host.lxc.signal(&lxc_name, SIGNAL_READ_CONTROL).await {
+                tracing::warn!(container = %name, error = %e, "cannot signal the supervisor");
+            }
+        }
+        let running = observe::running(want, state, supervisor.as_ref(), error.as_deref());
+        let healthy = observe::healthy(
+            running.0 == crds::ConditionStatus::True && running.1 == reasons::RUNNING,
+            &processes,
+        );
         let now = ctx.clock.now();
         let generation = res.metadata.generation;
         let cond = |t: &str, (status, reason, message): observe::Verdict| {
@@ -274,6 +296,9 @@ impl ContainerController {
         })
         .await?;
         match outcome {
+            // The status file's watch wakes us when the supervisor takes the request in;
+            // the retry covers a signal that found no handler yet.
+            Ok(_) if unseen => Ok(Requeue::After(UNSEEN_RETRY)),
             Ok(_) => Ok(Requeue::OnChange),
             Err(e) => Err(ReconcileError::Transient(e)),
         }
@@ -340,13 +365,18 @@ impl ContainerController {
             fsio::write_atomic(&digest_file, digest.as_bytes(), 0o600)
                 .map_err(|e| format!("container {name}: writing {}: {e}", digest_file.display()))?;
         }
-        if res.spec.running {
-            lxc.start(lxc_name).await.map_err(|e| e.to_string())?;
-        } else {
-            lxc.stop(lxc_name, StopMode::Graceful(plan.stop_timeout))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        // Written before a start, so a supervisor starting reads the current wish; a
+        // change reaches a running one through the signal sent after its status is read.
+        let (running, control_dir) = (res.spec.running, dir.clone());
+        let name_for_write = name.clone();
+        blocking(move || {
+            prepare::write_run_state(&name_for_write, &control_dir, running)
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        // The container runs whenever the object exists: its daemons follow spec.running,
+        // and a stopped package can still run actions, migrations and backup hooks.
+        lxc.start(lxc_name).await.map_err(|e| e.to_string())?;
         Ok(plan.processes)
     }
 

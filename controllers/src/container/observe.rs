@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use container_runtime::status::{Kind, State as ProcState, Status};
+use container_runtime::status::{Desired, Kind, State as ProcState, Status};
 use crds::{ConditionStatus, condition::reasons, kinds::ProcessState};
 use host::lxc::State;
 
@@ -64,37 +64,82 @@ fn truncate(s: &str) -> String {
 /// One condition's status, reason and message.
 pub type Verdict = (ConditionStatus, &'static str, String);
 
-/// `Running`: the container runs as its spec asks, and its supervisor reports.
-pub fn running(want: bool, lxc: Option<State>, reported: bool, error: Option<&str>) -> Verdict {
+/// `Running`: the daemons run (or are stopped) as the spec asks. The LXC container runs
+/// whenever the object exists; `spec.running` is the run state its supervisor is asked
+/// for, and `supervisor` what it last reported (`None` before it reported, or while the
+/// container is not running).
+///
+/// Running says what is: `True/Running` once the supervisor converges to running,
+/// `False/Stopped` once it converges to stopped and no process is left, `True/Stopping`
+/// while processes of a stop remain, `False/Starting` before the supervisor took a start
+/// in.
+pub fn running(
+    want: bool,
+    lxc: Option<State>,
+    supervisor: Option<&Status>,
+    error: Option<&str>,
+) -> Verdict {
     use ConditionStatus::{False, True};
     if let Some(e) = error {
         return (False, reasons::CONTAINER_FAILED, e.to_owned());
     }
-    match (want, lxc) {
-        (true, Some(State::Running)) if reported => (
+    let up = lxc == Some(State::Running);
+    // A supervisor shutting down (the container is being stopped) reports nothing current.
+    let supervisor = supervisor.filter(|s| up && !s.stopping);
+    let Some(s) = supervisor else {
+        return match (want, up) {
+            (true, true) => (
+                False,
+                reasons::STARTING,
+                "the container runs; its supervisor has not reported yet".into(),
+            ),
+            (true, false) => (
+                False,
+                reasons::STARTING,
+                format!("the container is {}", describe(lxc)),
+            ),
+            (false, true) => (
+                False,
+                reasons::STOPPED,
+                "stopped: spec.running is false; the supervisor has not reported yet".into(),
+            ),
+            (false, false) => (
+                False,
+                reasons::STOPPED,
+                format!(
+                    "stopped: spec.running is false; the container is {}",
+                    describe(lxc)
+                ),
+            ),
+        };
+    };
+    let seen = (s.desired == Desired::Running) == want;
+    let live = s.processes.values().filter(|p| p.pid.is_some()).count();
+    match (want, seen) {
+        (true, true) => (
             True,
             reasons::RUNNING,
-            "the container and its supervisor run".into(),
+            "the container and its daemons run".into(),
         ),
-        (true, Some(State::Running)) => (
+        (true, false) => (
             False,
             reasons::STARTING,
-            "the container runs; its supervisor has not reported yet".into(),
+            "asked the supervisor to start the daemons".into(),
         ),
-        (true, state) => (
-            False,
-            reasons::STARTING,
-            format!("the container is {}", describe(state)),
-        ),
-        (false, Some(State::Stopped) | None) => (
+        (false, _) if live == 0 && seen => (
             False,
             reasons::STOPPED,
-            "stopped: spec.running is false".into(),
+            "stopped: spec.running is false; the container idles".into(),
         ),
-        (false, state) => (
-            False,
-            reasons::STOPPED,
-            format!("stopping: the container is {}", describe(state)),
+        (false, false) => (
+            True,
+            reasons::STOPPING,
+            "asked the supervisor to stop the daemons".into(),
+        ),
+        (false, true) => (
+            True,
+            reasons::STOPPING,
+            format!("stopping: {live} process(es) still run"),
         ),
     }
 }
@@ -177,6 +222,76 @@ mod tests {
         assert_eq!(got["main"].state, "starting");
     }
 
+    fn supervised(desired: Desired, pid: Option<u32>) -> Status {
+        let mut main = process(Kind::Daemon, ProcState::Running, pid.is_some());
+        main.pid = pid;
+        let mut s = Status {
+            desired,
+            ..Status::default()
+        };
+        s.processes.insert("main".into(), main);
+        s
+    }
+
+    #[test]
+    fn running_follows_what_the_supervisor_took_in_and_what_still_runs() {
+        use ConditionStatus::{False, True};
+        let up = Some(State::Running);
+        let verdict = |want, lxc, s: Option<&Status>| {
+            let (status, reason, _) = running(want, lxc, s, None);
+            (status, reason)
+        };
+        let running_now = supervised(Desired::Running, Some(7));
+        let stopping_now = supervised(Desired::Stopped, Some(7));
+        let stopped_now = supervised(Desired::Stopped, None);
+
+        assert_eq!(
+            verdict(true, up, Some(&running_now)),
+            (True, reasons::RUNNING)
+        );
+        assert_eq!(verdict(true, up, None), (False, reasons::STARTING));
+        assert_eq!(
+            verdict(true, Some(State::Stopped), Some(&running_now)),
+            (False, reasons::STARTING)
+        );
+        assert_eq!(
+            verdict(true, up, Some(&stopped_now)),
+            (False, reasons::STARTING)
+        );
+        // Asked to stop, not taken in yet; taken in, a process left; all gone.
+        assert_eq!(
+            verdict(false, up, Some(&running_now)),
+            (True, reasons::STOPPING)
+        );
+        assert_eq!(
+            verdict(false, up, Some(&stopping_now)),
+            (True, reasons::STOPPING)
+        );
+        assert_eq!(
+            verdict(false, up, Some(&stopped_now)),
+            (False, reasons::STOPPED)
+        );
+        assert_eq!(
+            verdict(false, Some(State::Stopped), None),
+            (False, reasons::STOPPED)
+        );
+        assert_eq!(verdict(false, None, None), (False, reasons::STOPPED));
+        // A supervisor shutting down is not a report of the daemons.
+        let shutting = Status {
+            stopping: true,
+            ..running_now.clone()
+        };
+        assert_eq!(
+            verdict(true, up, Some(&shutting)),
+            (False, reasons::STARTING)
+        );
+        // A status left from before the container stopped is not read as current.
+        assert_eq!(
+            verdict(true, Some(State::Stopped), Some(&running_now)).0,
+            False
+        );
+    }
+
     #[test]
     fn conditions_follow_the_processes() {
         let ready = ProcessState {
@@ -201,13 +316,7 @@ mod tests {
         assert_eq!((s, reason), (ConditionStatus::False, reasons::UNHEALTHY));
         assert_eq!(message, "daemon db is backoff after 3 restart(s)");
 
-        let r = running(true, Some(State::Running), true, None);
-        assert_eq!((r.0, r.1), (ConditionStatus::True, reasons::RUNNING));
-        let r = running(true, Some(State::Running), false, None);
-        assert_eq!(r.1, reasons::STARTING);
-        let r = running(false, Some(State::Stopped), false, None);
-        assert_eq!(r.1, reasons::STOPPED);
-        let r = running(true, None, false, Some("lxc-start failed"));
+        let r = running(true, None, None, Some("lxc-start failed"));
         assert_eq!(
             (r.1, r.2.as_str()),
             (reasons::CONTAINER_FAILED, "lxc-start failed")

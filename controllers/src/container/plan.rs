@@ -35,6 +35,12 @@ pub const RUN_DIR: &str = "/run/start-container";
 pub const STATUS_FILE: &str = rt::DEFAULT_STATUS_FILE;
 /// The per-process logs `<id>.log` (and `<id>.log.1`).
 pub const LOG_DIR: &str = "/run/start-container/logs";
+/// What the host asks of the supervisor: it binds the container directory's `control/`
+/// (`layout::ContainerDir::control`) here read-only, a directory so that the host can
+/// replace [`CONTROL_FILE`] atomically.
+pub const CONTROL_DIR: &str = "/etc/start-container/control";
+/// The daemons' desired run state (`running` or `stopped`), re-read on SIGUSR1.
+pub const CONTROL_FILE: &str = rt::DEFAULT_CONTROL_FILE;
 
 /// The container's init: `start-container run` on [`CONFIG_FILE`].
 pub fn init_command() -> Vec<String> {
@@ -56,6 +62,7 @@ pub struct Paths {
     pub volumes: PathBuf,
     pub status_file: PathBuf,
     pub log_dir: PathBuf,
+    pub control_file: PathBuf,
 }
 
 impl Paths {
@@ -67,6 +74,7 @@ impl Paths {
             volumes: VOLUMES_DIR.into(),
             status_file: STATUS_FILE.into(),
             log_dir: LOG_DIR.into(),
+            control_file: CONTROL_FILE.into(),
         }
     }
 
@@ -226,6 +234,7 @@ pub fn runtime_config_at(
         stop_timeout_seconds,
         restart: rt::Restart::default(),
         status_file: paths.status_file.clone(),
+        control_file: paths.control_file.clone(),
         log_dir: paths.log_dir.clone(),
         log_max_bytes: rt::DEFAULT_LOG_MAX_BYTES,
     };
@@ -309,6 +318,7 @@ pub fn action_exec_at(
         stop_timeout_seconds: 0,
         restart: rt::Restart::default(),
         status_file: paths.status_file.clone(),
+        control_file: paths.control_file.clone(),
         log_dir: paths.log_dir.clone(),
         log_max_bytes: rt::DEFAULT_LOG_MAX_BYTES,
     };
@@ -596,6 +606,11 @@ mod tests {
         assert_eq!(c.stop_timeout_seconds, 20);
         assert_eq!(c.status_file, Path::new("/run/start-container/status.json"));
         assert_eq!(c.log_dir, Path::new("/run/start-container/logs"));
+        assert_eq!(
+            c.control_file,
+            Path::new("/etc/start-container/control/run-state")
+        );
+        assert!(c.control_file.starts_with(CONTROL_DIR));
         let main = &c.daemons["main"];
         assert_eq!(
             main,
@@ -861,6 +876,7 @@ mod tests {
             volumes: "/host/volumes".into(),
             status_file: "/host/run/status.json".into(),
             log_dir: "/host/run/logs".into(),
+            control_file: "/host/control/run-state".into(),
         };
         let a = action_exec_at(&paths, &m, &image_configs(&m), "set-password").unwrap();
         assert_eq!(

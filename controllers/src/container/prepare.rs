@@ -42,6 +42,13 @@ pub enum PrepareError {
         #[source]
         source: io::Error,
     },
+    #[error("container {container}: writing {path}: {source}")]
+    Write {
+        container: String,
+        path: PathBuf,
+        #[source]
+        source: fsio::FsioError,
+    },
 }
 
 /// What the archive says one container needs.
@@ -166,6 +173,11 @@ pub fn prepare(t: &Target<'_>, plan: &Plan) -> Result<ContainerSpec, PrepareErro
     mkdir(&run, 0o755).map_err(io("creating", &run))?;
     own(&run, t.ids.host_base).map_err(io("chown", &run))?;
     mounts.push(bind(&run, plan::RUN_DIR, false));
+    // Host root's, readable by the container's root: it reads the run state, never
+    // writes it.
+    let control = t.dir.control();
+    mkdir(&control, 0o755).map_err(io("creating", &control))?;
+    mounts.push(bind(&control, plan::CONTROL_DIR, true));
     for id in plan.images.keys() {
         mounts.push(bind(
             &t.dir.image(id),
@@ -215,6 +227,35 @@ pub fn prepare(t: &Target<'_>, plan: &Plan) -> Result<ContainerSpec, PrepareErro
             seccomp_profile: Some(PathBuf::from(SECCOMP)).filter(|p| p.is_file()),
         },
     })
+}
+
+/// Writes the daemons' desired run state for the supervisor to read (atomically, and only
+/// when it changes); `Ok(true)` when it was written.
+pub fn write_run_state(
+    name: &str,
+    dir: &crate::layout::ContainerDir,
+    running: bool,
+) -> Result<bool, PrepareError> {
+    let desired = if running {
+        container_runtime::status::Desired::Running
+    } else {
+        container_runtime::status::Desired::Stopped
+    };
+    let path = dir.run_state_file();
+    let current = fsio::open_regular(&path)
+        .and_then(|f| f.read_limited(64))
+        .ok();
+    if current.as_deref() == Some(desired.as_str().as_bytes()) {
+        return Ok(false);
+    }
+    fsio::write_atomic(&path, desired.as_str().as_bytes(), 0o644).map_err(|source| {
+        PrepareError::Write {
+            container: name.to_owned(),
+            path,
+            source,
+        }
+    })?;
+    Ok(true)
 }
 
 /// A digest of everything the running container was made from: when it changes, the

@@ -36,7 +36,8 @@ pub struct ContainerSpec {
     /// Root hash of the verified archive the images are mounted from
     /// (`<data>/packages/<hex>.s9pk`).
     pub root_hash: String,
-    /// Whether the container should be running.
+    /// Whether the package's daemons should run. The container itself runs whenever the
+    /// object exists, so actions, migrations and backup hooks can run in a stopped package.
     pub running: bool,
     #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
     pub limits: ResourceLimits,

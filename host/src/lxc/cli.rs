@@ -364,6 +364,28 @@ impl Lxc for LxcCli {
         })
     }
 
+    async fn signal(&self, name: &str, signal: rustix::process::Signal) -> Result<(), LxcError> {
+        let pid = self
+            .info(name)
+            .await?
+            .pid
+            .ok_or_else(|| LxcError::NotRunning {
+                container: name.to_owned(),
+            })?;
+        let err = |source: std::io::Error| LxcError::Signal {
+            container: name.to_owned(),
+            signal: format!("{signal:?}"),
+            pid,
+            source,
+        };
+        let target = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| err(std::io::Error::other("not a process id")))?;
+        debug!(container = name, pid, ?signal, "signalling init");
+        rustix::process::kill_process(target, signal).map_err(|e| err(e.into()))
+    }
+
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, LxcError> {
         self.check(name)?;
         request.check().map_err(|reason| LxcError::BadExec {

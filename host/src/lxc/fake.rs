@@ -17,6 +17,7 @@ pub enum LxcOp {
     State,
     List,
     Info,
+    Signal,
     Exec,
 }
 
@@ -29,6 +30,7 @@ pub enum LxcCall {
     State(String),
     List,
     Info(String),
+    Signal(String, rustix::process::Signal),
     Exec(String, ExecRequest),
 }
 
@@ -171,6 +173,17 @@ impl Lxc for FakeLxc {
                 _ => Vec::new(),
             },
         })
+    }
+
+    async fn signal(&self, name: &str, signal: rustix::process::Signal) -> Result<(), LxcError> {
+        let inner = self.enter(LxcOp::Signal, LxcCall::Signal(name.to_owned(), signal))?;
+        match inner.containers.get(name) {
+            Some((_, State::Running)) => Ok(()),
+            Some(_) => Err(LxcError::NotRunning {
+                container: name.to_owned(),
+            }),
+            None => Err(not_found(name)),
+        }
     }
 
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, LxcError> {

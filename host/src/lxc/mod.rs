@@ -107,6 +107,9 @@ impl State {
     }
 }
 
+/// A signal for [`Lxc::signal`].
+pub use rustix::process::Signal;
+
 /// A running container's init pid (in the host's pid namespace) and addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Info {
@@ -250,6 +253,16 @@ pub enum LxcError {
         program: String,
         reason: String,
     },
+    #[error("container {container} is not running: no init to signal")]
+    NotRunning { container: String },
+    #[error("container {container}: sending {signal} to its init (pid {pid}): {source}")]
+    Signal {
+        container: String,
+        signal: String,
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("container {container} does not exist under {lxcpath}")]
     NotFound { container: String, lxcpath: PathBuf },
     #[error("container {container} already exists under {lxcpath}")]
@@ -280,6 +293,9 @@ pub trait Lxc: Send + Sync + std::fmt::Debug {
     /// The containers under our path and prefix, sorted.
     async fn list(&self) -> Result<Vec<String>, LxcError>;
     async fn info(&self, name: &str) -> Result<Info, LxcError>;
+    /// Sends `signal` to the running container's init (a request to it, such as "read
+    /// your control file again", never a way to stop it: that is [`Lxc::stop`]).
+    async fn signal(&self, name: &str, signal: rustix::process::Signal) -> Result<(), LxcError>;
     /// Runs `request.argv` inside the running container with only `request.env` as its
     /// environment and `request.stdin` as its input, and returns its exit code and
     /// (bounded) output; a non-zero exit is not an error, the timeout is.
