@@ -3,6 +3,7 @@
 //! process, probe, log and status implementations it runs on.
 
 pub mod config;
+pub mod effects_cli;
 pub mod exec_in;
 pub mod logs;
 pub mod real;

@@ -230,6 +230,7 @@ fn host_paths(dir: &Path) -> Paths {
         volumes: dir.join("volumes"),
         status_file: dir.join("run/status.json"),
         log_dir: dir.join("logs"),
+        effects: None,
     }
 }
 
