@@ -35,6 +35,7 @@ use api_server::auth::{self, Auth, ClientAddr};
 use clap::{Args, Parser, Subcommand};
 use controllers::{
     container::{self, ContainerController},
+    effects::EffectsServer,
     gc::{self, Gc},
     package::{self, PackageController},
     registry::{self, RegistryController},
@@ -464,7 +465,8 @@ fn start_controllers(
         }),
     ];
     if let Some(host) = host {
-        let containers = ContainerController::new(host);
+        let effects = Arc::new(EffectsServer::new(store.clone(), host.layout.clone()));
+        let containers = ContainerController::new(host).with_effects(effects);
         tasks.push((
             container::NAME,
             tokio::spawn(
