@@ -852,6 +852,8 @@ mod tests {
                 "/images/main",
                 "--binds",
                 binds,
+                "--effects",
+                "/run/startos",
                 "--user",
                 "root",
                 "--workdir",
