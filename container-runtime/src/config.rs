@@ -49,6 +49,10 @@ pub struct Config {
     /// A log file is rotated once it grows past this many bytes; one previous file is kept.
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
+    /// The effects directory (socket, token, this binary) every process gets at
+    /// `/run` of its image root (`exec_in::EFFECTS_TARGET`); none without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects_dir: Option<PathBuf>,
 }
 
 fn default_stop_timeout() -> u32 {

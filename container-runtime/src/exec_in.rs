@@ -19,6 +19,19 @@ const MAX_ID_FILE_BYTES: u64 = 1 << 20;
 /// Used when a process's environment sets no `PATH`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Where a process finds the effects directory in its image root: the image's own
+/// `/run` (read-only squashfs, so it holds nothing a process wrote), hidden by a
+/// read-only bind of the effects directory. An image without `/run`, or with a volume
+/// mounted below it, runs without effects.
+pub const EFFECTS_TARGET: &str = "/run";
+/// The socket, the token and the `start-container` binary in the effects directory.
+pub const EFFECTS_SOCKET_FILE: &str = "effects.sock";
+pub const EFFECTS_TOKEN_FILE: &str = "token";
+pub const EFFECTS_BINARY_FILE: &str = "start-container";
+/// Set by `exec-in` for the command when the effects directory is bound.
+pub const ENV_EFFECTS_SOCKET: &str = "STARTOS_EFFECTS_SOCKET";
+pub const ENV_EFFECTS_TOKEN_FILE: &str = "STARTOS_EFFECTS_TOKEN_FILE";
+
 /// The arguments after the program name of `start-container exec-in` running `argv` in
 /// `root`. The one place that spells this command line: the supervisor builds its
 /// children with it and the host its actions (through `lxc-attach`), so both run a
@@ -26,6 +39,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub fn exec_in_args(
     root: &Path,
     binds: &[Bind],
+    effects: Option<&Path>,
     user: Option<&str>,
     workdir: Option<&str>,
     argv: &[String],
@@ -33,6 +47,9 @@ pub fn exec_in_args(
     let mut args: Vec<OsString> = vec!["exec-in".into(), "--root".into(), root.into()];
     if !binds.is_empty() {
         args.extend(["--binds".into(), serde_json::to_string(binds)?.into()]);
+    }
+    if let Some(e) = effects {
+        args.extend(["--effects".into(), e.into()]);
     }
     if let Some(u) = user {
         args.extend(["--user".into(), u.into()]);
@@ -103,13 +120,14 @@ pub enum ExecInError {
 pub fn exec_in(
     root: &Path,
     binds: &[Bind],
+    effects: Option<&Path>,
     user: Option<&str>,
     workdir: Option<&str>,
     argv: &[String],
 ) -> ExecInError {
-    match prepare(root, binds, user, workdir) {
+    match prepare(root, binds, effects, user, workdir) {
         Err(e) => e,
-        Ok((uid, gid)) => {
+        Ok((uid, gid, with_effects)) => {
             let (program, args) = argv.split_first().expect("validated non-empty command");
             if let Err(source) = become_user(uid, gid).and_then(|()| die_with_supervisor()) {
                 return ExecInError::Exec {
@@ -118,10 +136,17 @@ pub fn exec_in(
                     source,
                 };
             }
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            if with_effects {
+                let at = Path::new(EFFECTS_TARGET);
+                cmd.env(ENV_EFFECTS_SOCKET, at.join(EFFECTS_SOCKET_FILE));
+                cmd.env(ENV_EFFECTS_TOKEN_FILE, at.join(EFFECTS_TOKEN_FILE));
+            }
             ExecInError::Exec {
                 command: program.clone(),
                 root: root.to_owned(),
-                source: Command::new(program).args(args).exec(),
+                source: cmd.exec(),
             }
         }
     }
@@ -159,13 +184,16 @@ fn die_with_supervisor() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Binds, chroots and resolves the user; returns the ids and whether the effects
+/// directory is bound.
 fn prepare(
     root: &Path,
     binds: &[Bind],
+    effects: Option<&Path>,
     user: Option<&str>,
     workdir: Option<&str>,
-) -> Result<(u32, u32), ExecInError> {
-    bind_all(root, binds)?;
+) -> Result<(u32, u32, bool), ExecInError> {
+    let with_effects = bind_all(root, binds, effects)?;
     let chroot_err = |source| ExecInError::Chroot {
         root: root.to_owned(),
         source,
@@ -186,14 +214,14 @@ fn prepare(
         root: root.to_owned(),
         source,
     })?;
-    Ok(ids)
+    Ok((ids.0, ids.1, with_effects))
 }
 
 /// The container's own file systems every process expects (`/dev/null`, `/proc/self`),
 /// bound where the image has a directory for them.
 const SYSTEM_BINDS: [&str; 3] = ["/dev", "/proc", "/sys"];
 
-fn bind_all(root: &Path, binds: &[Bind]) -> Result<(), ExecInError> {
+fn bind_all(root: &Path, binds: &[Bind], effects: Option<&Path>) -> Result<bool, ExecInError> {
     let err = |source: &Path, target: &str, message: String| ExecInError::Bind {
         volume: source.to_owned(),
         target: target.to_owned(),
@@ -219,10 +247,36 @@ fn bind_all(root: &Path, binds: &[Bind]) -> Result<(), ExecInError> {
                 .map_err(|e| err(Path::new(dir), dir, e.to_string()))?;
         }
     }
+    // Before the volumes: they may not be mounted below it (see EFFECTS_TARGET).
+    let with_effects = match effects {
+        Some(dir) if effects_fit(&real_root, dir, binds) => {
+            bind_effects(&real_root, dir).map_err(|m| err(dir, EFFECTS_TARGET, m))?;
+            true
+        }
+        _ => false,
+    };
     for b in binds {
         bind_volume(&real_root, b).map_err(|m| err(&b.source, &b.target, m))?;
     }
-    Ok(())
+    Ok(with_effects)
+}
+
+/// Whether the effects directory can go on the image's `/run`: both are real
+/// directories and no volume is mounted below it.
+fn effects_fit(real_root: &Path, dir: &Path, binds: &[Bind]) -> bool {
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    let under = |t: &str| Path::new(t).starts_with(EFFECTS_TARGET);
+    is_dir(dir)
+        && is_dir(&real_root.join(&EFFECTS_TARGET[1..]))
+        && !binds.iter().any(|b| under(&b.target))
+}
+
+/// Recursive, so that the binary bound into the directory by the host comes along.
+fn bind_effects(real_root: &Path, dir: &Path) -> Result<(), String> {
+    let target = real_root.join(&EFFECTS_TARGET[1..]);
+    rustix::mount::mount_bind_recursive(dir, &target).map_err(|e| e.to_string())?;
+    let flags = MountFlags::BIND | MountFlags::RDONLY | kept_flags(&target)?;
+    rustix::mount::mount_remount(&target, flags, "").map_err(|e| format!("read-only: {e}"))
 }
 
 fn bind_volume(real_root: &Path, b: &Bind) -> Result<(), String> {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod control;
+pub mod effects_cli;
 pub mod exec_in;
 pub mod logs;
 pub mod real;

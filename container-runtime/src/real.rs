@@ -46,6 +46,7 @@ impl Launcher {
         let args = exec_in_args(
             root,
             &binds,
+            self.config.effects_dir.as_deref(),
             process.user.as_deref(),
             process.workdir.as_deref(),
             argv,

@@ -51,7 +51,7 @@ impl Rig {
     fn start_with(wrapper: &[&str], extra: serde_json::Value) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let root = Rig::root(dir.path());
-        for d in ["bin", "www", "data", "etc", "dev", "proc", "sys"] {
+        for d in ["bin", "www", "data", "etc", "dev", "proc", "sys", "run"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
@@ -421,6 +421,33 @@ async fn processes_see_dev_proc_and_sys_in_their_image_root() {
         "a read-only volume was written"
     );
     assert!(!rig.dir.path().join("vol/g").exists());
+}
+
+#[tokio::test]
+async fn processes_get_the_effects_directory_read_only_at_run_with_its_paths_in_env() {
+    let Some(()) = prerequisites() else { return };
+    let effects = tempfile::tempdir().unwrap();
+    std::fs::write(effects.path().join("token"), "t0k3n\n").unwrap();
+    let rig = Rig::start(json!({
+        "effectsDir": effects.path(),
+        "oneshots": {
+            "hook": {"image": "main", "command": ["/bin/sh", "-c",
+                "echo \"$STARTOS_EFFECTS_SOCKET $STARTOS_EFFECTS_TOKEN_FILE\"; /bin/busybox cat /run/token; echo x > /run/x || echo read-only"]}
+        }
+    }));
+    let s = rig
+        .until("hook done", |s| {
+            matches!(s.processes["hook"].state, State::Completed | State::Failed)
+        })
+        .await;
+    let log = rig.log("hook");
+    assert_eq!(s.processes["hook"].state, State::Completed, "{log}");
+    assert!(
+        log.contains("/run/effects.sock /run/token") && log.contains("t0k3n"),
+        "{log}"
+    );
+    assert!(log.contains("read-only"), "{log}");
+    assert!(!effects.path().join("x").exists());
 }
 
 /// As PID 1 of its own PID namespace (what `lxc.init.cmd` makes it), the kernel delivers

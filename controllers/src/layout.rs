@@ -9,6 +9,9 @@
 //!     run/                                  status.json and logs/ written by start-container
 //!     control/run-state                     `running` or `stopped`: what the daemons should do
 //!     config.json                           start-container's configuration
+//!     effects/                              host root's, 0755, bound read-only inside:
+//!         effects.sock, token                   the effects socket and its token
+//!         start-container                       mount point of the binary (for the chroots)
 //! <data>/volumes/<package>/<volume id>/ package data, owned by the container's mapped root
 //! <data>/lxc/                           LXC's own path (`lxc-* -P`): configs and logs
 //! ```
@@ -113,6 +116,19 @@ impl ContainerDir {
 
     pub fn config(&self) -> PathBuf {
         self.0.join("config.json")
+    }
+
+    /// The effects socket's directory (see `effects`).
+    pub fn effects(&self) -> PathBuf {
+        self.0.join("effects")
+    }
+
+    pub fn effects_socket(&self) -> PathBuf {
+        self.effects().join("effects.sock")
+    }
+
+    pub fn effects_token(&self) -> PathBuf {
+        self.effects().join("token")
     }
 }
 

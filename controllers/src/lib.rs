@@ -8,6 +8,8 @@
 //!   (`start-container`'s configuration and action command lines) planned from the manifest.
 //! - [`action`]: runs `ActionRun`s in their package's container, at most once each.
 //! - [`registry`]: scans `Registry` directories and lists the packages they offer.
+//! - [`effects`]: the per-container socket through which a package's processes change
+//!   the package's own objects.
 //! - [`package`]: installs `Package` archives, derives what runs them and reports on it.
 //!
 //! Invariant: controllers talk to each other only through resources in the store, write only
@@ -16,6 +18,7 @@
 pub mod action;
 pub mod archives;
 pub mod container;
+pub mod effects;
 pub mod file_watch;
 pub mod gc;
 pub mod layout;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Result, ensure};
 use controllers::{
     container::{self, ContainerController, Host},
+    effects::{EffectsCall, FakeEffects},
     layout::Layout,
     runtime::{Cache, Context, Reconciler, Recorder, Requeue},
 };
@@ -400,5 +401,63 @@ async fn the_sweep_removes_only_what_no_container_owns() -> Result<()> {
         "another prefix is not ours"
     );
     assert!(Path::new(&rig.layout.container("hello").path()).is_dir());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_effects_socket_is_ensured_with_the_container_and_removed_with_it() -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let mut rig = Rig::new()?;
+    let effects = Arc::new(FakeEffects::default());
+    rig.controller = rig.controller.clone().with_effects(effects.clone());
+    rig.create(true).await?;
+    rig.settle().await?;
+    let ensured = EffectsCall::Ensure {
+        container: "hello".into(),
+        package: "hello".into(),
+    };
+    assert_eq!(effects.calls().first(), Some(&ensured));
+    // The directory is host root's and bound read-only, with the binary bound into it.
+    let dir = rig.layout.container("hello");
+    let meta = std::fs::metadata(dir.effects())?;
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+    let spec = rig.lxc.spec("t-hello").expect("created");
+    let at = |target: &str| {
+        spec.mounts
+            .iter()
+            .position(|m| m.target == Path::new(target))
+    };
+    let (Some(d), Some(b)) = (at("/run/startos"), at("/run/startos/start-container")) else {
+        panic!("effects binds: {:?}", spec.mounts);
+    };
+    assert!(d < b, "the directory first, then the binary into it");
+    assert!(spec.mounts[d].read_only && spec.mounts[b].read_only);
+    assert_eq!(spec.mounts[d].source, dir.effects());
+    let config: container_runtime::config::Config =
+        serde_json::from_slice(&std::fs::read(dir.config())?)?;
+    assert_eq!(
+        config.effects_dir.as_deref(),
+        Some(Path::new("/run/startos"))
+    );
+
+    rig.store
+        .delete(
+            Rig::kind(),
+            "hello",
+            &Preconditions::default(),
+            &WriteOptions::default(),
+        )
+        .await?;
+    let obj = rig.get().await?;
+    let result = rig.controller.reconcile(Arc::new(obj), &rig.ctx).await;
+    assert!(matches!(result, Ok(Requeue::OnChange)), "{result:?}");
+    assert_eq!(
+        effects.calls().last(),
+        Some(&EffectsCall::Remove {
+            container: "hello".into()
+        })
+    );
     Ok(())
 }

@@ -17,9 +17,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use controllers::{container::ContainerController, runtime::Shutdown};
+use controllers::{container::ContainerController, effects::EffectsServer, runtime::Shutdown};
 use crds::{API_VERSION, Object, ObjectMeta, kind_by_name};
-use host::{lxc::Lxc, mount::Mounter, net::Network};
+use host::{
+    lxc::{ExecRequest, Lxc},
+    mount::Mounter,
+    net::Network,
+};
 use serde_json::json;
 use std::sync::Arc;
 use store::{EngineConfig, MemoryStore, Preconditions, Store, WriteOptions};
@@ -54,7 +58,8 @@ async fn hello_world_runs_in_an_unprivileged_container_and_leaves_nothing() -> R
         (&real.root, &real.root_hash, &real.bridge, &real.prefix);
     let host = real.host.clone();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(EngineConfig::default()));
-    let controller = ContainerController::new(host);
+    let effects = Arc::new(EffectsServer::new(store.clone(), layout.clone()));
+    let controller = ContainerController::new(host).with_effects(effects);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(
         controller
@@ -114,6 +119,63 @@ async fn hello_world_runs_in_an_unprivileged_container_and_leaves_nothing() -> R
         ensure!(uid != 0, "pid {pid} runs as host root");
     }
     ensure!(pids.len() >= 2, "start-container and httpd: {pids:?}");
+
+    // A hook inside the image's chroot reaches startd through the effects socket...
+    let in_image = |script: &str| {
+        let binds = json!([{"source": "/volumes/data", "target": "/data"}]).to_string();
+        [
+            "/start-container",
+            "exec-in",
+            "--root",
+            "/images/main",
+            "--binds",
+            &binds,
+            "--effects",
+            "/run/startos",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let hook =
+        "echo \"$STARTOS_EFFECTS_SOCKET\" >&2; /run/start-container effects get-container-ip";
+    let out = lxc
+        .exec(&lxc_name, &ExecRequest::new(in_image(hook), PATIENCE))
+        .await?;
+    let (stdout, stderr) = (out.stdout.clone(), out.stderr.clone());
+    ensure!(out.code == Some(0), "hook: {stdout} {stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    ensure!(answer == json!({"ip": ip}), "{stdout}");
+    ensure!(stderr.trim() == "/run/effects.sock", "{stderr}");
+    // ...and so does the container's own root, at the default paths.
+    let argv = ["/start-container", "effects", "get-container-ip"].map(String::from);
+    let out = lxc
+        .exec(&lxc_name, &ExecRequest::new(argv.to_vec(), PATIENCE))
+        .await?;
+    ensure!(out.code == Some(0), "{}", out.stderr.clone());
+    // A modified token is refused.
+    let token = std::fs::read_to_string(layout.container("hello").effects_token())?;
+    let flipped: String = token.chars().rev().collect();
+    let volume = layout.volume("hello-world", "data");
+    std::fs::write(volume.join("bad-token"), flipped)?;
+    let hook =
+        "STARTOS_EFFECTS_TOKEN_FILE=/data/bad-token /run/start-container effects get-container-ip";
+    let out = lxc
+        .exec(&lxc_name, &ExecRequest::new(in_image(hook), PATIENCE))
+        .await?;
+    let stderr = out.stderr.clone();
+    ensure!(
+        out.code == Some(1) && out.stdout.is_empty(),
+        "bad token: {stderr}"
+    );
+    ensure!(
+        stderr.contains("wrong token for the effects socket of package \"hello-world\""),
+        "{stderr}"
+    );
+    std::fs::remove_file(volume.join("bad-token"))?;
 
     // Killed by hand: back within one resync (reconciled sooner here by the status watch).
     run(Command::new("lxc-stop")
@@ -210,6 +272,7 @@ async fn hello_world_runs_in_an_unprivileged_container_and_leaves_nothing() -> R
         "bridge ports left"
     );
     ensure!(!layout.container("hello").path().exists());
+    ensure!(!layout.container("hello").effects_socket().exists());
     ensure!(
         layout.volume("hello-world", "data").is_dir(),
         "the volume stays"

@@ -139,7 +139,7 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
         condition(o, "TasksPending") == "TasksPending=True/TasksOutstanding"
     })
     .await?;
-    let run = Object {
+    let greet = Object {
         api_version: crds::API_VERSION.into(),
         kind: "ActionRun".into(),
         metadata: crds::ObjectMeta::named("greet"),
@@ -147,7 +147,7 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
                      "input": {"greeting": "Hi from the e2e test"}}),
         status: None,
     };
-    store.create(run, &WriteOptions::default()).await?;
+    store.create(greet, &WriteOptions::default()).await?;
     let done = wait_for(&store, "ActionRun", "greet", "Complete", |o| {
         condition(o, "Complete") == "Complete=True/Complete"
             || condition(o, "Failed").contains("True")
@@ -164,6 +164,48 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
         condition(o, "TasksPending") == "TasksPending=False/NoTasks"
     })
     .await?;
+    // A hook in the package's image changes the package's own objects through startd.
+    let hook = "set -e; E=/run/start-container; \
+        $E effects set-health --check greeting --result success --message 'greeting set'; \
+        $E effects create-task --action set-greeting --severity important --reason 'from a hook'; \
+        $E effects notify --level info --title 'Hello from inside'; \
+        $E effects get-container-ip";
+    let out = run(Command::new("lxc-attach")
+        .arg("-P")
+        .arg(data.join("lxc"))
+        .args(["-n", &lxc_name, "--clear-env", "--"])
+        .args(["/start-container", "exec-in", "--root", "/images/main"])
+        .args(["--effects", "/run/startos", "--", "/bin/sh", "-c", hook]))?;
+    ensure!(out.contains(&format!("{{\"ip\":\"{ip}\"}}")), "{out}");
+    let pkg = wait_for(&store, "Package", "hello-world", "reported health", |o| {
+        o.status
+            .as_ref()
+            .is_some_and(|s| s["reportedHealth"]["greeting"]["result"] == "success")
+    })
+    .await?;
+    ensure!(
+        healthy(&pkg),
+        "the package controller keeps its own conditions"
+    );
+    let task = wait_for(
+        &store,
+        "Task",
+        "hello-world-effects-set-greeting",
+        "the hook's task",
+        |o| o.spec["severity"] == "important",
+    )
+    .await?;
+    ensure!(task.metadata.labels["startos.dev/created-by"] == "effects");
+    let notes = store
+        .list(crds::kind_by_name("Notification").context("Notification")?)
+        .await?;
+    ensure!(
+        notes
+            .items
+            .iter()
+            .any(|n| n.spec["package"] == "hello-world" && n.spec["title"] == "Hello from inside"),
+        "{notes:?}"
+    );
 
     // running: false stops it; true starts it again.
     let kind = crds::kind_by_name("Package").context("Package")?;
@@ -208,6 +250,7 @@ async fn hello_world_installs_runs_stops_starts_and_uninstalls_without_a_trace()
         )
         .await?;
     wait_gone(&store, "Package", "hello-world").await?;
+    wait_gone(&store, "Task", "hello-world-effects-set-greeting").await?;
     let left = rig::host_traces(&data)?;
     ensure!(left.is_empty(), "left behind: {left:#?}");
     let ports = std::fs::read_dir(format!("/sys/class/net/{}/brif", host.bridge))?.count();

@@ -36,6 +36,7 @@ use clap::{Args, Parser, Subcommand};
 use controllers::{
     action::{self, ActionController},
     container::{self, ContainerController},
+    effects::EffectsServer,
     gc::{self, Gc},
     package::{self, PackageController},
     registry::{self, RegistryController},
@@ -525,7 +526,10 @@ fn start_controllers(
         }),
     ];
     if let Some((host, resync)) = host {
-        let containers = ContainerController::new(host).with_resync(resync);
+        let effects = Arc::new(EffectsServer::new(store.clone(), host.layout.clone()));
+        let containers = ContainerController::new(host)
+            .with_resync(resync)
+            .with_effects(effects);
         tasks.push((
             container::NAME,
             tokio::spawn(

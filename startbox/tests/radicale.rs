@@ -231,6 +231,7 @@ fn host_paths(dir: &Path) -> Paths {
         status_file: dir.join("run/status.json"),
         log_dir: dir.join("logs"),
         control_file: dir.join("control/run-state"),
+        effects: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `start-container run` supervises a package's processes (PID 1 of its container);
-//! `start-container status` prints what it reports; `exec-in` is its own helper.
+//! `start-container status` prints what it reports; `start-container effects <op>` is the
+//! package's way to `startd` (hooks run it); `exec-in` is its own helper.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use container_runtime::config::{Config, DEFAULT_STATUS_FILE};
 use container_runtime::control::read_desired;
+use container_runtime::effects_cli;
 use container_runtime::exec_in::{Bind, exec_in};
 use container_runtime::reaper::Reaper;
 use container_runtime::status::{Desired, StatusFile, read_status};
@@ -33,6 +35,12 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_STATUS_FILE)]
         file: PathBuf,
     },
+    /// Ask startd for something through the container's effects socket (socket and token
+    /// from STARTOS_EFFECTS_SOCKET and STARTOS_EFFECTS_TOKEN_FILE); prints the result JSON.
+    Effects {
+        #[command(subcommand)]
+        op: EffectsOp,
+    },
     /// Run ARGV in ROOT (internal: how the supervisor chroots without `unsafe`).
     #[command(hide = true)]
     ExecIn {
@@ -41,6 +49,9 @@ enum Cmd {
         /// JSON list of binds.
         #[arg(long)]
         binds: Option<String>,
+        /// The effects directory, bound at the image's /run.
+        #[arg(long)]
+        effects: Option<PathBuf>,
         #[arg(long)]
         user: Option<String>,
         #[arg(long)]
@@ -48,6 +59,114 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EffectsOp {
+    /// Report one of the package's own health checks.
+    SetHealth {
+        #[arg(long)]
+        check: String,
+        /// success, failure or starting.
+        #[arg(long)]
+        result: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Ask the user to run one of the package's actions.
+    CreateTask {
+        #[arg(long)]
+        action: String,
+        /// optional, important or critical.
+        #[arg(long)]
+        severity: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Withdraw a task made with create-task.
+    ClearTask {
+        #[arg(long)]
+        action: String,
+    },
+    /// Say where one of the package's interfaces is also reachable (no --address clears).
+    ExportInterface {
+        #[arg(long)]
+        id: String,
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+    },
+    /// The container's address.
+    GetContainerIp,
+    /// The addresses of an interface of this package or of a declared dependency.
+    GetInterface {
+        #[arg(long)]
+        package: String,
+        #[arg(long)]
+        interface: String,
+    },
+    /// Send the user a notification.
+    Notify {
+        /// info, success, warning or error.
+        #[arg(long)]
+        level: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+}
+
+impl EffectsOp {
+    /// The operation's name and arguments as the socket takes them.
+    fn request(self) -> (&'static str, serde_json::Value) {
+        use serde_json::json;
+        match self {
+            EffectsOp::SetHealth {
+                check,
+                result,
+                message,
+            } => (
+                "set-health",
+                json!({"check": check, "result": result, "message": message}),
+            ),
+            EffectsOp::CreateTask {
+                action,
+                severity,
+                reason,
+            } => (
+                "create-task",
+                json!({"action": action, "severity": severity, "reason": reason}),
+            ),
+            EffectsOp::ClearTask { action } => ("clear-task", json!({"action": action})),
+            EffectsOp::ExportInterface { id, addresses } => (
+                "export-interface",
+                json!({"id": id, "addresses": addresses}),
+            ),
+            EffectsOp::GetContainerIp => ("get-container-ip", json!({})),
+            EffectsOp::GetInterface { package, interface } => (
+                "get-interface",
+                json!({"package": package, "interface": interface}),
+            ),
+            EffectsOp::Notify {
+                level,
+                title,
+                message,
+            } => (
+                "notify",
+                json!({"level": level, "title": title, "message": message}),
+            ),
+        }
+    }
+}
+
+fn effects(op: EffectsOp) -> Result<serde_json::Value, effects_cli::EffectsCliError> {
+    let (socket, token_file) = effects_cli::endpoint();
+    let token = effects_cli::read_token(&token_file)?;
+    let (name, args) = op.request();
+    let serde_json::Value::Object(args) = args else {
+        unreachable!("every request is built as an object")
+    };
+    effects_cli::call(&socket, &token, name, args)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,9 +177,20 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
+        Cmd::Effects { op } => match effects(op) {
+            Ok(result) => {
+                println!("{}", serde_json::to_string(&result)?);
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("start-container effects: {e}");
+                std::process::exit(1);
+            }
+        },
         Cmd::ExecIn {
             root,
             binds,
+            effects,
             user,
             workdir,
             argv,
@@ -69,7 +199,14 @@ fn main() -> anyhow::Result<()> {
                 Some(b) => serde_json::from_str(&b).context("exec-in --binds")?,
                 None => Vec::new(),
             };
-            let e = exec_in(&root, &binds, user.as_deref(), workdir.as_deref(), &argv);
+            let e = exec_in(
+                &root,
+                &binds,
+                effects.as_deref(),
+                user.as_deref(),
+                workdir.as_deref(),
+                &argv,
+            );
             eprintln!("start-container: {e}");
             std::process::exit(127);
         }

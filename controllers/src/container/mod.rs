@@ -15,6 +15,9 @@
 //! hand (a container stopped or destroyed, an image unmounted). A sweep ([`sweep`]) removes
 //! containers, mounts and loop devices no `Container` object owns.
 //!
+//! With an [`EffectsHost`] ([`ContainerController::with_effects`]), each container's
+//! effects socket is served from its preparation on and removed before the container is.
+//!
 //! Deleting a `Container` stops and destroys its LXC container and unmounts everything
 //! below its directory (finalizer); the volumes stay (they are the package's data, and the
 //! package controller decides about them).
@@ -45,6 +48,7 @@ use store::Store;
 use tokio::sync::Semaphore;
 
 use crate::archives;
+use crate::effects::EffectsHost;
 use crate::file_watch::Watches;
 use crate::layout::Layout;
 use crate::runtime::{
@@ -101,6 +105,8 @@ pub struct ContainerController {
     /// loop devices: between `losetup` and `mount` a device is attached but mounted
     /// nowhere, and the sweep must not take it for a leftover.
     mounting: Arc<tokio::sync::RwLock<()>>,
+    /// Serves each container's effects socket; none: the directory is made, nobody answers.
+    effects: Option<Arc<dyn EffectsHost>>,
 }
 
 impl ContainerController {
@@ -115,12 +121,19 @@ impl ContainerController {
             adopted: Arc::default(),
             resync: RESYNC,
             mounting: Arc::default(),
+            effects: None,
         }
     }
 
     /// Checks every container (and sweeps orphans) this often instead of [`RESYNC`].
     pub fn with_resync(mut self, every: Duration) -> Self {
         self.resync = every;
+        self
+    }
+
+    /// Serves every container's effects socket with `effects`.
+    pub fn with_effects(mut self, effects: Arc<dyn EffectsHost>) -> Self {
+        self.effects = Some(effects);
         self
     }
 
@@ -348,6 +361,12 @@ impl ContainerController {
             .await?
         };
         self.mount_images(&dir, &plan).await?;
+        if let Some(effects) = &self.effects {
+            effects
+                .ensure(&name, &res.spec.package)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let digest = prepare::digest(&spec, &plan);
         let digest_file = dir.path().join("made-from");
         let made_from = std::fs::read_to_string(&digest_file).ok();
@@ -442,6 +461,12 @@ impl ContainerController {
 
     async fn cleanup(&self, res: &Resource<ContainerSpec>) -> ReconcileResult {
         let name = res.name().to_owned();
+        if let Some(effects) = &self.effects {
+            effects
+                .remove(&name)
+                .await
+                .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+        }
         sweep::remove_container(&self.host, &name, &self.lxc_name(&name), stop_timeout())
             .await
             .map_err(ReconcileError::Transient)?;

@@ -31,6 +31,10 @@ pub const VOLUMES_DIR: &str = "/volumes";
 /// (`layout::ContainerDir::run`) here, so [`STATUS_FILE`] and [`LOG_DIR`] are its
 /// `status_file()` and `logs()`.
 pub const RUN_DIR: &str = "/run/start-container";
+/// The effects directory (`layout::ContainerDir::effects`: the socket, its token, and
+/// [`BINARY`] bound at `start-container` in it), bound read-only here by the host; every
+/// process gets it again at `/run` of its image (`exec_in::EFFECTS_TARGET`).
+pub const EFFECTS_DIR: &str = container_runtime::effects_cli::CONTAINER_EFFECTS_DIR;
 /// The status file, atomically replaced by `start-container` on every change.
 pub const STATUS_FILE: &str = rt::DEFAULT_STATUS_FILE;
 /// The per-process logs `<id>.log` (and `<id>.log.1`).
@@ -63,6 +67,8 @@ pub struct Paths {
     pub status_file: PathBuf,
     pub log_dir: PathBuf,
     pub control_file: PathBuf,
+    /// The effects directory every process gets at its image's `/run`; none without.
+    pub effects: Option<PathBuf>,
 }
 
 impl Paths {
@@ -75,6 +81,7 @@ impl Paths {
             status_file: STATUS_FILE.into(),
             log_dir: LOG_DIR.into(),
             control_file: CONTROL_FILE.into(),
+            effects: Some(EFFECTS_DIR.into()),
         }
     }
 
@@ -237,6 +244,7 @@ pub fn runtime_config_at(
         control_file: paths.control_file.clone(),
         log_dir: paths.log_dir.clone(),
         log_max_bytes: rt::DEFAULT_LOG_MAX_BYTES,
+        effects_dir: paths.effects.clone(),
     };
     config.validate().map_err(|message| plan.invalid(message))?;
     Ok(config)
@@ -321,6 +329,7 @@ pub fn action_exec_at(
         control_file: paths.control_file.clone(),
         log_dir: paths.log_dir.clone(),
         log_max_bytes: rt::DEFAULT_LOG_MAX_BYTES,
+        effects_dir: paths.effects.clone(),
     };
     alone.validate().map_err(|message| plan.invalid(message))?;
     let binds: Vec<Bind> = process
@@ -339,6 +348,7 @@ pub fn action_exec_at(
     let args = exec_in_args(
         &paths.image(&process.image),
         &binds,
+        paths.effects.as_deref(),
         process.user.as_deref(),
         process.workdir.as_deref(),
         &process.command,
@@ -857,6 +867,8 @@ mod tests {
                 "/images/main",
                 "--binds",
                 binds,
+                "--effects",
+                "/run/startos",
                 "--user",
                 "root",
                 "--workdir",
@@ -877,6 +889,7 @@ mod tests {
             status_file: "/host/run/status.json".into(),
             log_dir: "/host/run/logs".into(),
             control_file: "/host/control/run-state".into(),
+            effects: None,
         };
         let a = action_exec_at(&paths, &m, &image_configs(&m), "set-password").unwrap();
         assert_eq!(

@@ -193,6 +193,26 @@ pub fn prepare(t: &Target<'_>, plan: &Plan) -> Result<ContainerSpec, PrepareErro
     write_if_changed(&config, &plan.config_json).map_err(io("writing", &config))?;
     mounts.push(bind(&config, plan::CONFIG_FILE, true));
     mounts.push(bind(t.start_container, plan::BINARY, true));
+    // Host root's, so the container cannot put anything in place of the socket; the
+    // binary is bound into it so that a process's chroot, which gets the directory,
+    // gets the effects command with it.
+    let effects = t.dir.effects();
+    mkdir(&effects, 0o755).map_err(io("creating", &effects))?;
+    let binary_at = effects.join(container_runtime::exec_in::EFFECTS_BINARY_FILE);
+    if std::fs::symlink_metadata(&binary_at).is_err() {
+        fsio::write_atomic(&binary_at, b"", 0o444)
+            .map_err(|e| io("creating", &binary_at)(io::Error::other(e)))?;
+    }
+    mounts.push(bind(&effects, plan::EFFECTS_DIR, true));
+    mounts.push(bind(
+        t.start_container,
+        &format!(
+            "{}/{}",
+            plan::EFFECTS_DIR,
+            container_runtime::exec_in::EFFECTS_BINARY_FILE
+        ),
+        true,
+    ));
     // The mount points, made here: the rootfs belongs to host root, so LXC (working as
     // the container's root) could not create them.
     for dir in ["dev", "proc", "sys", "tmp"] {

@@ -187,6 +187,11 @@ pub struct ServiceInterfaceStatus {
     /// Every URL this interface is reachable at.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// URLs the package itself says the interface is also reachable at
+    /// (`export-interface` on its effects socket). Written only by the effects server;
+    /// `addresses` stays the package controller's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exported_addresses: Vec<String>,
 }
 
 impl_status!(ServiceInterfaceStatus);

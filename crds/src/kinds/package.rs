@@ -294,6 +294,12 @@ pub struct PackageStatus {
     /// Health check results by check id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub health: BTreeMap<String, HealthResult>,
+    /// Health checks the package reports about itself through its effects socket
+    /// (`set-health`), by check id. Written only by the effects server, while `health`
+    /// is written only by the package controller from its probes: the two never
+    /// overwrite each other.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reported_health: BTreeMap<String, HealthResult>,
     /// The version whose manifest tasks were created: a task done (its `Task` deleted) is
     /// not asked again, while an update to another version asks that version's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
