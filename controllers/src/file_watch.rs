@@ -98,9 +98,10 @@ impl Watches {
         let counts = self.counts;
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // An error from the watcher (e.g. an overflowed queue) may hide changes: rescan.
-            if res.is_ok_and(|ev| !counts(&ev.kind)) {
+            if res.as_ref().is_ok_and(|ev| !counts(&ev.kind)) {
                 return;
             }
+            tracing::trace!(object = %key, event = ?res, "file event");
             lock(&shared.dirty).insert(key.clone());
             shared.wake.notify_one();
         })

@@ -61,9 +61,11 @@ async fn hello_world_runs_in_an_unprivileged_container_and_leaves_nothing() -> R
     let effects = Arc::new(EffectsServer::new(store.clone(), layout.clone()));
     let controller = ContainerController::new(host).with_effects(effects);
     let shutdown = Shutdown::new();
+    let metrics = controllers::runtime::Metrics::default();
     let task = tokio::spawn(
         controller
             .controller(store.clone())
+            .metrics(metrics.clone())
             .run(controller.clone(), shutdown.clone()),
     );
 
@@ -97,6 +99,13 @@ async fn hello_world_runs_in_an_unprivileged_container_and_leaves_nothing() -> R
         .context("base")?;
     let page = http_get(&ip, 8080, "/").await?;
     ensure!(page.starts_with("HTTP/1.") && page.contains("<"), "{page}");
+
+    // Quiet: a running container costs no reconciles (its reconcile reads the status file
+    // and touches its directories; none of that may wake it again).
+    let settled = metrics.reconcile_count(controllers::container::NAME);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet = metrics.reconcile_count(controllers::container::NAME) - settled;
+    ensure!(quiet <= 1, "{quiet} reconciles in 2 quiet seconds");
 
     // Every process of the container runs as a host uid in its mapped range.
     let lxc_name = format!("{prefix}hello");

@@ -49,7 +49,7 @@ use tokio::sync::Semaphore;
 
 use crate::archives;
 use crate::effects::EffectsHost;
-use crate::file_watch::Watches;
+use crate::file_watch::{Watches, changes_content};
 use crate::layout::Layout;
 use crate::runtime::{
     Config, Context, Controller, FinalizerEvent, ReconcileError, ReconcileResult, Reconciler,
@@ -117,7 +117,8 @@ impl ContainerController {
             alloc: Arc::new(alloc),
             verified: Arc::default(),
             permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
-            watches: Watches::new(<ContainerSpec as crds::Spec>::KIND, |_| true),
+            // Our own reads of the status file must not wake us (a loop).
+            watches: Watches::new(<ContainerSpec as crds::Spec>::KIND, changes_content),
             adopted: Arc::default(),
             resync: RESYNC,
             mounting: Arc::default(),

@@ -346,7 +346,13 @@ fn mkdir(path: &Path, mode: u32) -> io::Result<bool> {
     }
 }
 
+/// Makes `id` the owner of `path` unless it is already: an unneeded chown is still a
+/// change (inotify reports it), and the container controller watches these directories.
 fn own(path: &Path, id: u32) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if (meta.uid(), meta.gid()) == (id, id) {
+        return Ok(());
+    }
     std::os::unix::fs::lchown(path, Some(id), Some(id))
 }
 
