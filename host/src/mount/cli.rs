@@ -130,6 +130,20 @@ impl Mounter for MountCli {
             let _ = self.detach_loop(&device).await;
             return Err(err);
         }
+        // The device is checked again once mounted: had it been detached between losetup
+        // and mount and taken by someone else's losetup, the mount would show another
+        // file's bytes.
+        let ours = list_loops(Path::new("/sys/block"), file)?
+            .iter()
+            .any(|l| l.device == device && l.offset == offset && l.size_limit == size);
+        if !ours {
+            let _ = self.unmount(target).await;
+            return Err(MountError::Invalid {
+                target: target.to_owned(),
+                what: "loop device (taken by another file before the mount)",
+                value: device.display().to_string(),
+            });
+        }
         info!(image = %file.display(), offset, size, device = %device.display(),
             target = %target.display(), "squashfs mounted");
         Ok(())
