@@ -81,10 +81,10 @@ async fn radicale_from_a_registry_serves_caldav_and_keeps_an_event_across_restar
     if !rig::runnable(TOOLS) {
         return Ok(());
     }
-    ensure!(
-        std::env::consts::ARCH == "x86_64",
-        "the radicale package is x86_64 only"
-    );
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipping: the radicale package is x86_64 only");
+        return Ok(());
+    }
     let began = Instant::now();
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().canonicalize()?;
