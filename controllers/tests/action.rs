@@ -89,6 +89,8 @@ enum PackageState {
     Missing,
     NotInstalled,
     Running,
+    /// Installed, `running: false`: its daemons stopped, its container up and idle.
+    Idle,
     /// Installed, its container stopped.
     Stopped,
 }
@@ -186,15 +188,18 @@ impl Rig {
         } else {
             ("False", "Stopped")
         };
-        c.status = Some(json!({"conditions": [{
-            "type": "Running", "status": status, "reason": reason, "message": "",
-            "lastTransitionTime": "2026-01-01T00:00:00Z",
-        }]}));
+        let up = state != PackageState::Stopped;
+        c.status = Some(
+            json!({"state": if up { "RUNNING" } else { "STOPPED" }, "conditions": [{
+                "type": "Running", "status": status, "reason": reason, "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]}),
+        );
         self.store
             .update_status(c, &WriteOptions::default())
             .await?;
         self.lxc.create(&lxc_spec()).await?;
-        if running {
+        if up {
             self.lxc.start("t-hello").await?;
         }
         Ok(())
@@ -427,7 +432,18 @@ async fn a_run_is_checked_then_run_once_and_its_outcome_recorded() -> Result<()>
             exec: ok(),
             complete: "False/NotAllowedNow",
             failed: "True/NotAllowedNow",
-            says: "cannot run while the package's container is stopped",
+            says: "cannot run while the package's container is not up",
+            ran: false,
+        },
+        Case {
+            name: "only-running-idle",
+            package: Idle,
+            action: "set-password",
+            input: json!({"password": SECRET}),
+            exec: ok(),
+            complete: "False/NotAllowedNow",
+            failed: "True/NotAllowedNow",
+            says: "may only run while the package is running, and it is stopped",
             ran: false,
         },
         Case {
@@ -438,8 +454,32 @@ async fn a_run_is_checked_then_run_once_and_its_outcome_recorded() -> Result<()>
             exec: ok(),
             complete: "False/NotAllowedNow",
             failed: "True/NotAllowedNow",
-            says: "cannot run while the package's container is stopped",
+            says: "cannot run while the package's container is not up",
             ran: false,
+        },
+        // `running: false` (or a critical task holding the package back) leaves the
+        // container up: its actions run there.
+        Case {
+            name: "only-stopped-idle",
+            package: Idle,
+            action: "offline",
+            input: Value::Null,
+            exec: Some(exited(0, "", "")),
+            complete: "True/Complete",
+            failed: "",
+            says: "completed",
+            ran: true,
+        },
+        Case {
+            name: "any-idle",
+            package: Idle,
+            action: "no-input",
+            input: Value::Null,
+            exec: Some(exited(0, "", "")),
+            complete: "True/Complete",
+            failed: "",
+            says: "completed",
+            ran: true,
         },
         Case {
             name: "only-stopped-running",

@@ -4,8 +4,10 @@
 //!
 //! - [`daemon`]: spawning `startd`, reading what it prints, stopping or killing it, and
 //!   reading its footprint from `/proc`.
+//! - [`dav`]: CalDAV requests to a Radicale server, and an event to store.
 //! - [`rig`]: a host configuration no other test shares (bridge, subnet, container prefix,
 //!   id range), the binaries under test, packing a package, and waiting on conditions.
 
 pub mod daemon;
+pub mod dav;
 pub mod rig;

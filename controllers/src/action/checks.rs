@@ -110,23 +110,31 @@ pub fn check_input(action_id: &str, schema: Option<&Value>, input: &Value) -> Re
 }
 
 /// Whether the action may run now. Every action runs inside the package's container, so
-/// one that may only run while the package is stopped cannot run at all while a stopped
-/// package's container is stopped too.
+/// it needs the container up (`container_up`) whatever it allows; `allowedStatuses` is
+/// about the package's daemons (`running`). Since `running: false` only stops the daemons
+/// and the container idles, a stopped package (or one held back by a critical task, whose
+/// action is the way out) can still run its actions.
 pub fn check_allowed(
     action_id: &str,
     allowed: AllowedStatuses,
-    container_running: bool,
+    container_up: bool,
+    running: bool,
 ) -> Result<(), Refusal> {
     let refuse = |message: String| Err(Refusal::new(reasons::NOT_ALLOWED_NOW, message));
-    match (allowed, container_running) {
+    if !container_up {
+        return refuse(format!(
+            "action {action_id:?} cannot run while the package's container is not up \
+             (actions run inside it)"
+        ));
+    }
+    match (allowed, running) {
         (AllowedStatuses::OnlyStopped, true) => refuse(format!(
             "action {action_id:?} may only run while the package is stopped, and it is running"
         )),
-        (_, false) => refuse(format!(
-            "action {action_id:?} cannot run while the package's container is stopped \
-             (actions run inside it)"
+        (AllowedStatuses::OnlyRunning, false) => refuse(format!(
+            "action {action_id:?} may only run while the package is running, and it is stopped"
         )),
-        (AllowedStatuses::OnlyRunning | AllowedStatuses::Any, true) => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -195,16 +203,26 @@ mod tests {
     #[test]
     fn allowed_statuses() {
         use AllowedStatuses::*;
-        assert!(check_allowed("a", Any, true).is_ok());
-        assert!(check_allowed("a", OnlyRunning, true).is_ok());
-        let stopped = check_allowed("a", OnlyStopped, false).unwrap_err();
+        assert!(check_allowed("a", Any, true, true).is_ok());
+        assert!(check_allowed("a", Any, true, false).is_ok());
+        assert!(check_allowed("a", OnlyRunning, true, true).is_ok());
+        assert!(check_allowed("a", OnlyStopped, true, false).is_ok());
+        let down = check_allowed("a", OnlyStopped, false, false).unwrap_err();
+        assert!(
+            down.message
+                .contains("cannot run while the package's container is not up"),
+            "{}",
+            down.message
+        );
+        assert!(check_allowed("a", Any, false, false).is_err());
+        assert!(check_allowed("a", OnlyStopped, true, true).is_err());
+        let stopped = check_allowed("a", OnlyRunning, true, false).unwrap_err();
         assert!(
             stopped
                 .message
-                .contains("cannot run while the package's container is stopped")
+                .contains("may only run while the package is running"),
+            "{}",
+            stopped.message
         );
-        assert!(check_allowed("a", OnlyStopped, true).is_err());
-        assert!(check_allowed("a", OnlyRunning, false).is_err());
-        assert!(check_allowed("a", Any, false).is_err());
     }
 }

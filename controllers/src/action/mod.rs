@@ -297,9 +297,9 @@ impl ActionController {
         let layout = self.host.layout.clone();
         let lxc_name = container
             .as_ref()
-            .map(|(name, _)| format!("{}{name}", self.host.prefix))
+            .map(|(name, _, _)| format!("{}{name}", self.host.prefix))
             .unwrap_or_default();
-        let running = container.is_some_and(|(_, running)| running);
+        let (up, running) = container.map_or((false, false), |(_, up, running)| (up, running));
         let checked = tokio::task::spawn_blocking(move || {
             let installed = archives::open_installed(&layout, &root_hash).map_err(|e| {
                 Refusal::new(
@@ -313,7 +313,7 @@ impl ActionController {
             let manifest = &installed.manifest;
             let action = checks::find_action(manifest, &spec.action)?;
             checks::check_input(&spec.action, action.input.as_ref(), &spec.input)?;
-            checks::check_allowed(&spec.action, action.allowed_statuses, running)?;
+            checks::check_allowed(&spec.action, action.allowed_statuses, up, running)?;
             let images = image_configs(&installed).map_err(|e| {
                 Refusal::new(
                     reasons::PACKAGE_NOT_INSTALLED,
@@ -376,21 +376,29 @@ impl ActionController {
         Resource::from_object(&updated).map_err(|e| terminal(&updated, e))
     }
 
-    /// The package's `Container` object (its name) and whether it reports `Running=True`.
+    /// The package's `Container` object: its name, whether it is up and whether its
+    /// daemons run (`Running=True`).
     async fn container_of(
         &self,
         package: &str,
         ctx: &Context,
-    ) -> Result<Option<(String, bool)>, ReconcileError> {
+    ) -> Result<Option<(String, bool, bool)>, ReconcileError> {
         let list = ctx.store.list(kind::<ContainerSpec>()).await?;
         Ok(list
             .items
             .iter()
             .filter(|o| o.spec.get("package").and_then(Value::as_str) == Some(package))
             .map(|o| {
+                // Up: LXC runs it, whether its daemons run (`Running`) or it idles.
+                let up = o
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.get("state"))
+                    .and_then(Value::as_str)
+                    == Some("RUNNING");
                 let running = find_condition(&o.conditions(), types::RUNNING)
                     .is_some_and(|c| c.status == ConditionStatus::True);
-                (o.metadata.name.clone(), running)
+                (o.metadata.name.clone(), up, running)
             })
             .next())
     }
