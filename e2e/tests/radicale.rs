@@ -152,11 +152,18 @@ async fn radicale_from_a_registry_serves_caldav_and_keeps_an_event_across_restar
         o.status.as_ref().is_some_and(|s| s["state"] == "RUNNING")
     })
     .await?;
+    // The password comes from a Secret, so it never sits in a spec file.
+    let secret = object(
+        "Secret",
+        "radicale-password",
+        json!({"type": "password", "data": {"password": PASSWORD}}),
+    );
+    store.create(secret, &WriteOptions::default()).await?;
     let run = object(
         "ActionRun",
         "set-password",
         json!({"package": "radicale", "action": "set-password",
-               "input": {"user": USER, "password": PASSWORD}}),
+               "input": {"user": USER}, "inputSecret": "radicale-password"}),
     );
     store.create(run, &WriteOptions::default()).await?;
     let done = wait_for(&store, "ActionRun", "set-password", "Complete", |o| {
@@ -168,10 +175,19 @@ async fn radicale_from_a_registry_serves_caldav_and_keeps_an_event_across_restar
         condition(&done, "Complete") == "Complete=True/Complete",
         "{done:#?}"
     );
-    // The input stays in the spec the person wrote; startd never repeats it.
     ensure!(
-        !serde_json::to_string(&done.status)?.contains(PASSWORD),
-        "the password shows in the ActionRun's status: {done:#?}"
+        !serde_json::to_string(&done)?.contains(PASSWORD),
+        "the password shows in the ActionRun: {done:#?}"
+    );
+    let desired = data.join("desired");
+    let leaked = e2e::rig::run(
+        std::process::Command::new("grep")
+            .args(["-rl", PASSWORD])
+            .arg(&desired),
+    );
+    ensure!(
+        leaked.is_err(),
+        "the password is in a desired/ file: {leaked:?}"
     );
     wait_gone(&store, "Task", "radicale-set-password").await?;
     let users = std::fs::read_to_string(data.join("volumes/radicale/data/users"))?;

@@ -293,6 +293,20 @@ impl ActionController {
             );
             return Ok((res, Err(refusal)));
         };
+        let mut spec = spec;
+        if let Some(secret) = spec.input_secret.clone() {
+            match ctx.store.reveal_secret(&secret).await {
+                Ok(values) => spec.input = with_secret_fields(spec.input, values.data),
+                Err(StoreError::NotFound { .. }) => {
+                    let refusal = Refusal::new(
+                        reasons::INPUT_INVALID,
+                        format!("spec.inputSecret: secret {secret:?} does not exist"),
+                    );
+                    return Ok((res, Err(refusal)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let container = self.container_of(&spec.package, ctx).await?;
         let layout = self.host.layout.clone();
         let lxc_name = container
@@ -683,4 +697,40 @@ fn set_complete(
         &mut s.conditions,
         condition(res, ctx, types::COMPLETE, status, reason, message),
     );
+}
+
+/// `input` with each of a Secret's values as a string field (over a field of the same
+/// name). An input that is not an object is left to the schema check to refuse.
+fn with_secret_fields(
+    input: serde_json::Value,
+    values: std::collections::BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut object = match input {
+        serde_json::Value::Null => serde_json::Map::new(),
+        serde_json::Value::Object(o) => o,
+        other => return other,
+    };
+    for (k, v) in values {
+        object.insert(k, serde_json::Value::String(v));
+    }
+    serde_json::Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_secret_fields;
+    use serde_json::json;
+
+    #[test]
+    fn secret_values_become_string_fields_over_the_input() {
+        let values = [("password".to_owned(), "s3cret".to_owned())].into();
+        let merged = with_secret_fields(json!({"user": "u", "password": "x"}), values);
+        assert_eq!(merged, json!({"user": "u", "password": "s3cret"}));
+        let values = [("k".to_owned(), "v".to_owned())].into();
+        assert_eq!(with_secret_fields(json!(null), values), json!({"k": "v"}));
+        assert_eq!(
+            with_secret_fields(json!([1]), Default::default()),
+            json!([1])
+        );
+    }
 }

@@ -342,6 +342,10 @@ pub struct ActionRunSpec {
     /// Input matching the action's input schema.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub input: Value,
+    /// A `Secret` whose keys become string fields of the input (over `input`'s), so a
+    /// password an action takes never sits in a spec file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_secret: Option<String>,
 }
 
 impl Spec for ActionRunSpec {
@@ -361,6 +365,13 @@ impl Spec for ActionRunSpec {
     fn validate(&self, v: &mut Validator<'_>) {
         check_ref(&mut v.at("package"), &self.package);
         check_ref(&mut v.at("action"), &self.action);
+        if let Some(secret) = &self.input_secret {
+            check_ref(&mut v.at("inputSecret"), secret);
+        }
+        v.at("input")
+            .check(self.input.is_null() || self.input.is_object(), || {
+                "must be an object".into()
+            });
     }
 }
 
