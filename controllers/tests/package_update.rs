@@ -534,3 +534,61 @@ async fn a_downgrade_runs_the_down_hooks_or_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_keeps_links_modes_and_hard_links_and_restores_in_place() -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let env = Env::new().await?;
+    let data = env.data();
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join("db"), "v1")?;
+    std::fs::set_permissions(data.join("db"), std::fs::Permissions::from_mode(0o640))?;
+    std::fs::hard_link(data.join("db"), data.join("db-link"))?;
+    std::fs::create_dir(env.path("outside/dir"))?;
+    std::fs::write(env.path("outside/dir/big"), "not ours")?;
+    symlink(env.path("outside/dir"), data.join("to-outside"))?;
+    let status = std::process::Command::new("mkfifo")
+        .arg(data.join("fifo"))
+        .status()?;
+    ensure!(status.success(), "mkfifo");
+
+    let snap = snapshot::take(&env.layout, "hello", "1.0.0:0").await?;
+    let copy = snap.join("data");
+    ensure!(
+        std::fs::symlink_metadata(copy.join("to-outside"))?
+            .file_type()
+            .is_symlink()
+    );
+    ensure!(std::fs::read_link(copy.join("to-outside"))? == env.path("outside/dir"));
+    ensure!(std::fs::metadata(copy.join("db"))?.permissions().mode() & 0o777 == 0o640);
+    ensure!(
+        std::fs::metadata(copy.join("db"))?.ino() == std::fs::metadata(copy.join("db-link"))?.ino(),
+        "hard links stay linked"
+    );
+    ensure!(
+        std::fs::symlink_metadata(copy.join("fifo"))?
+            .file_type()
+            .is_fifo()
+    );
+
+    // What a migration does, then undone.
+    let inode = std::fs::metadata(&data)?.ino();
+    std::fs::write(data.join("db"), "v2")?;
+    std::fs::remove_file(data.join("fifo"))?;
+    std::fs::write(data.join("new"), "junk")?;
+    snapshot::restore(&env.layout, "hello", "1.0.0:0").await?;
+    ensure!(std::fs::read_to_string(data.join("db"))? == "v1");
+    ensure!(!data.join("new").exists());
+    ensure!(
+        std::fs::symlink_metadata(data.join("fifo"))?
+            .file_type()
+            .is_fifo()
+    );
+    ensure!(std::fs::read_link(data.join("to-outside"))? == env.path("outside/dir"));
+    ensure!(std::fs::read_to_string(env.path("outside/dir/big"))? == "not ours");
+    ensure!(
+        std::fs::metadata(&data)?.ino() == inode,
+        "the volume directory is kept (bind mounts name it)"
+    );
+    env.finish().await
+}
