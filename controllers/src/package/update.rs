@@ -23,7 +23,9 @@
 //!    treated as failed and never run again.
 //! 3. `Starting`: the new Container with `running: true`; `Healthy=True` ends the update
 //!    (`Updated=True`) and removes the snapshot (the disk is small: no snapshot is kept);
-//!    `Healthy=False`, or no `Healthy=True` within [`HEALTH_BOUND`], rolls back. A package
+//!    a daemon that exits (`failed` or `backoff`: `Healthy=False/Unhealthy`), or no
+//!    `Healthy=True` within [`HEALTH_BOUND`], rolls back (a daemon merely not ready yet
+//!    is waited for). A package
 //!    whose daemons do not run (`spec.running: false`, a critical task, a dependency) has
 //!    no first health check: the update ends there.
 //! 4. `RollingBack`: the Container back on the old root hash with its daemons stopped; the
@@ -354,7 +356,13 @@ impl PackageController {
                     if !c.will_run || (current && c.healthy.status == ConditionStatus::True) {
                         return self.finish_updated(pkg, ctx, &up, &to_m).await.map(Some);
                     }
-                    if current && c.healthy.status == ConditionStatus::False {
+                    // A daemon not ready yet is not a failure; one that exited is.
+                    let crashed = c.container.status.as_ref().is_some_and(|s| {
+                        s.processes
+                            .values()
+                            .any(|p| matches!(p.state.as_str(), "failed" | "backoff"))
+                    });
+                    if current && c.healthy.reason == reasons::UNHEALTHY && crashed {
                         up.failure =
                             format!("the first health check failed: {}", c.healthy.message);
                     } else {
