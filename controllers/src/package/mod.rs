@@ -9,13 +9,22 @@
 //!   owned by the Package (`controller: true`) and written only when it differs.
 //! - [`conditions`]: `Running`, `Healthy`, `DependenciesSatisfied`, `TasksPending` from the
 //!   children and the dependencies.
+//! - [`update`]: a new resolved version of an installed package: daemons stopped, volumes
+//!   snapshotted ([`snapshot`]), the migrations of the new manifest (or the `down` hooks of
+//!   the old one, for a downgrade) run exactly once in the stopped container, the new
+//!   version started and its first health check awaited; a failing migration or health
+//!   check restores the snapshot and switches back (`Updated=False`, `RolledBack`), and
+//!   that root hash is not tried again before the spec's next generation.
+//! - [`snapshot`]: copies of `<data>/volumes/<pkg>/` under `<data>/snapshots/<pkg>/`
+//!   (`cp -a`, links never followed) and their restoration in place.
 //! - [`uninstall`]: the finalizer's cleanup (the Container first, then the rest, then the
-//!   volumes unless `keepData`).
+//!   volumes unless `keepData`, and any snapshot).
 //! - [`index`]: manifests by root hash, for the watch mappers.
 //!
 //! Conditions: `Installed` (`SourceNotFound`, `Installing`, `ArchiveRejected`,
 //! `MemberMissing`, `ManifestInvalid`, `ImportFailed`), `Running`, `Healthy`,
-//! `DependenciesSatisfied`, `TasksPending`. A source that cannot be resolved or imported
+//! `DependenciesSatisfied`, `TasksPending`, and after a first update `Updated`
+//! (`Updating`, `Updated`, `RolledBack`, `DowngradeRefused`). A source that cannot be resolved or imported
 //! changes no child: a package installed before keeps what it has while `Installed=False`
 //! says why the spec cannot be followed.
 //!
