@@ -142,3 +142,16 @@ pub fn open_installed(layout: &Layout, root_hash: &str) -> Result<Installed, Arc
     let manifest = read_manifest(&archive)?;
     Ok(Installed { archive, manifest })
 }
+
+/// The configuration of every image of an installed archive, for this machine.
+pub fn image_configs(
+    installed: &Installed,
+) -> Result<std::collections::BTreeMap<String, sdk::ImageConfig>, ArchiveError> {
+    let arch = host_arch()?;
+    installed
+        .manifest
+        .images
+        .keys()
+        .map(|id| Ok((id.clone(), image_config(&installed.archive, arch, id)?)))
+        .collect()
+}

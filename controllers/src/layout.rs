@@ -13,6 +13,8 @@
 //!         effects.sock, token                   the effects socket and its token
 //!         start-container                       mount point of the binary (for the chroots)
 //! <data>/volumes/<package>/<volume id>/ package data, owned by the container's mapped root
+//! <data>/snapshots/<package>/<version>/ the volumes as they were before an update from
+//!                                       <version> (removed once the update succeeded)
 //! <data>/lxc/                           LXC's own path (`lxc-* -P`): configs and logs
 //! ```
 
@@ -68,6 +70,21 @@ impl Layout {
 
     pub fn volume(&self, package: &str, volume_id: &str) -> PathBuf {
         self.package_volumes(package).join(volume_id)
+    }
+
+    /// Copies of packages' volumes taken before an update, to roll it back.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// The snapshots of one package.
+    pub fn package_snapshots(&self, package: &str) -> PathBuf {
+        self.snapshots().join(package)
+    }
+
+    /// The copy of `package`'s volumes taken before updating from `version`.
+    pub fn snapshot(&self, package: &str, version: &str) -> PathBuf {
+        self.package_snapshots(package).join(version)
     }
 
     pub fn lxc(&self) -> PathBuf {

@@ -7,6 +7,9 @@
 //! race the verification); nothing sleeps to wait for a condition: every wait is on the
 //! store's watch stream with a timeout.
 
+#[path = "support/follow.rs"]
+mod follow;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::symlink,
@@ -1007,9 +1010,13 @@ async fn an_update_prunes_what_the_new_manifest_drops_and_asks_its_tasks() -> Re
         .await?;
     ensure!(env.get("ServiceInterface", "up-ui").await.is_ok());
 
+    // An update waits on its Container's reports (stopped, then remade): a stand-in for
+    // the container controller makes them.
+    let follower = follow::spawn(env.store.clone(), follow::Shared::default());
     let mut p = env.get("Package", "up").await?;
     p.spec = file_spec(&v2_path, &v2_hash);
     env.store.update(p, &w()).await?;
+    env.wait_condition("up", "Updated=True/Updated").await?;
     let obj = env
         .wait_condition("up", "Running=False/BlockedByTask")
         .await?;
@@ -1031,5 +1038,6 @@ async fn an_update_prunes_what_the_new_manifest_drops_and_asks_its_tasks() -> Re
         Some(67_108_864),
         "the manifest's RAM"
     );
+    follower.abort();
     env.stop().await
 }

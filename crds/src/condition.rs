@@ -37,6 +37,10 @@ pub mod types {
     pub const COMPLETE: &str = "Complete";
     /// An action run finished and failed, or was refused (Kubernetes Jobs' `Failed`).
     pub const FAILED: &str = "Failed";
+    /// A Package's last update (or downgrade) of its installed version: `True` once the
+    /// new version ran healthy, `False` while one is under way or after it was rolled
+    /// back or refused.
+    pub const UPDATED: &str = "Updated";
 }
 
 /// The reasons written with the conditions in [`types`].
@@ -150,6 +154,17 @@ pub mod reasons {
     /// `Failed=True`: the run started but its outcome was lost (the daemon stopped
     /// mid-run); it is never run again.
     pub const INTERRUPTED: &str = "Interrupted";
+    /// `Updated=False`: an update is under way (daemons stopped, volumes snapshotted,
+    /// migrations running, first health check awaited).
+    pub const UPDATING: &str = "Updating";
+    /// `Updated=True`: the new version ran its migrations and passed its first health check.
+    pub const UPDATED: &str = "Updated";
+    /// `Updated=False`: a migration or the first health check failed; the volumes were
+    /// restored from the snapshot and the old version runs again.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// `Updated=False`: a downgrade needs a migration with no `down` hook; the installed
+    /// version keeps running.
+    pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";
 }
 
 /// What `Ready` means for a kind, as data next to the kind (see `Spec::READINESS`): which

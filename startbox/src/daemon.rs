@@ -515,7 +515,11 @@ fn start_controllers(
             )
         }),
         (package::NAME, {
-            let packages = PackageController::new(layout);
+            let packages = match &host {
+                // Migration hooks run in the containers the container controller makes.
+                Some((h, _)) => PackageController::new(layout).with_host(Arc::new(h.clone())),
+                None => PackageController::new(layout),
+            };
             tokio::spawn(
                 packages
                     .controller(store.clone())

@@ -26,7 +26,7 @@
 pub mod checks;
 pub mod outcome;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -328,7 +328,7 @@ impl ActionController {
             let action = checks::find_action(manifest, &spec.action)?;
             checks::check_input(&spec.action, action.input.as_ref(), &spec.input)?;
             checks::check_allowed(&spec.action, action.allowed_statuses, up, running)?;
-            let images = image_configs(&installed).map_err(|e| {
+            let images = archives::image_configs(&installed).map_err(|e| {
                 Refusal::new(
                     reasons::PACKAGE_NOT_INSTALLED,
                     format!("package {:?}: {e}", spec.package),
@@ -654,23 +654,6 @@ impl Drop for Claim {
 }
 
 /// The runtime defaults of every image of the installed archive.
-fn image_configs(
-    installed: &archives::Installed,
-) -> Result<BTreeMap<String, sdk::ImageConfig>, archives::ArchiveError> {
-    let arch = archives::host_arch()?;
-    installed
-        .manifest
-        .images
-        .keys()
-        .map(|id| {
-            Ok((
-                id.clone(),
-                archives::image_config(&installed.archive, arch, id)?,
-            ))
-        })
-        .collect()
-}
-
 fn condition(
     res: &Resource<ActionRunSpec>,
     ctx: &Context,

@@ -302,16 +302,66 @@ pub fn action_exec_at(
         env,
         mounts,
     } = action;
-    let spec = Spec {
+    one_exec(
+        paths,
+        &plan,
+        &format!("action {action_id:?}"),
+        action_id,
+        Spec {
+            image,
+            command: Some(command),
+            env,
+            workdir: &None,
+            user: &None,
+            mounts,
+            requires: &[],
+        },
+    )
+}
+
+/// How a migration hook runs in the package's container: like an action, in its image's
+/// defaults, with the mounts it names.
+pub fn hook_exec(
+    manifest: &sdk::Manifest,
+    images: &BTreeMap<String, sdk::ImageConfig>,
+    label: &str,
+    hook: &sdk::Hook,
+) -> Result<ActionExec, PlanError> {
+    let plan = Planner { manifest, images };
+    plan.check_ids()?;
+    let sdk::Hook {
         image,
-        command: Some(command),
+        command,
         env,
-        workdir: &None,
-        user: &None,
         mounts,
-        requires: &[],
-    };
-    let process = plan.process(&format!("action {action_id:?}"), spec, None)?;
+    } = hook;
+    one_exec(
+        &Paths::in_container(),
+        &plan,
+        label,
+        "hook",
+        Spec {
+            image,
+            command: Some(command),
+            env,
+            workdir: &None,
+            user: &None,
+            mounts,
+            requires: &[],
+        },
+    )
+}
+
+/// The `exec-in` argv of one process outside the supervisor (an action, a hook).
+fn one_exec(
+    paths: &Paths,
+    plan: &Planner<'_>,
+    label: &str,
+    action_id: &str,
+    spec: Spec<'_>,
+) -> Result<ActionExec, PlanError> {
+    let manifest = plan.manifest;
+    let process = plan.process(label, spec, None)?;
     // The checks start-container makes on a process (non-empty argv, no NUL, environment
     // names, mount paths), made on a configuration holding just this one.
     let alone = rt::Config {

@@ -9,13 +9,22 @@
 //!   owned by the Package (`controller: true`) and written only when it differs.
 //! - [`conditions`]: `Running`, `Healthy`, `DependenciesSatisfied`, `TasksPending` from the
 //!   children and the dependencies.
+//! - [`update`]: a new resolved version of an installed package: daemons stopped, volumes
+//!   snapshotted ([`snapshot`]), the migrations of the new manifest (or the `down` hooks of
+//!   the old one, for a downgrade) run exactly once in the stopped container, the new
+//!   version started and its first health check awaited; a failing migration or health
+//!   check restores the snapshot and switches back (`Updated=False`, `RolledBack`), and
+//!   that root hash is not tried again before the spec's next generation.
+//! - [`snapshot`]: copies of `<data>/volumes/<pkg>/` under `<data>/snapshots/<pkg>/`
+//!   (`cp -a`, links never followed) and their restoration in place.
 //! - [`uninstall`]: the finalizer's cleanup (the Container first, then the rest, then the
-//!   volumes unless `keepData`).
+//!   volumes unless `keepData`, and any snapshot).
 //! - [`index`]: manifests by root hash, for the watch mappers.
 //!
 //! Conditions: `Installed` (`SourceNotFound`, `Installing`, `ArchiveRejected`,
 //! `MemberMissing`, `ManifestInvalid`, `ImportFailed`), `Running`, `Healthy`,
-//! `DependenciesSatisfied`, `TasksPending`. A source that cannot be resolved or imported
+//! `DependenciesSatisfied`, `TasksPending`, and after a first update `Updated`
+//! (`Updating`, `Updated`, `RolledBack`, `DowngradeRefused`). A source that cannot be resolved or imported
 //! changes no child: a package installed before keeps what it has while `Installed=False`
 //! says why the spec cannot be followed.
 //!
@@ -39,8 +48,10 @@ pub mod conditions;
 pub mod derive;
 pub mod import;
 pub mod index;
+pub mod snapshot;
 pub mod source;
 pub mod uninstall;
+pub mod update;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -58,6 +69,7 @@ use store::Store;
 use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
+    container::Host,
     layout::Layout,
     runtime::{
         Config, Context, Controller, FinalizerEvent, ObjectKey, ReconcileError, ReconcileResult,
@@ -98,6 +110,9 @@ pub struct PackageController {
     failures: Failures,
     gc_every: Duration,
     last_gc: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Where migration hooks run (the container controller's host); without one, an
+    /// update that has migrations to run rolls back.
+    host: Option<Arc<Host>>,
 }
 
 impl PackageController {
@@ -109,7 +124,14 @@ impl PackageController {
             failures: Failures::default(),
             gc_every: ARCHIVE_GC,
             last_gc: Arc::default(),
+            host: None,
         }
+    }
+
+    /// Runs migration hooks in the containers `host` makes.
+    pub fn with_host(mut self, host: Arc<Host>) -> Self {
+        self.host = Some(host);
+        self
     }
 
     /// Looks for unused archives this often instead of [`ARCHIVE_GC`] (for tests).
@@ -236,7 +258,12 @@ impl PackageController {
             not_installed(pkg, ctx, v).await?;
             return Ok(Requeue::OnChange);
         }
-        self.converge(pkg, ctx, &resolved, &manifest).await
+        if let Some(done) = self.update(pkg, ctx, &resolved, &manifest).await? {
+            return Ok(done);
+        }
+        self.converge(pkg, ctx, &resolved.root_hash, &manifest, false, |_| {})
+            .await?;
+        Ok(Requeue::OnChange)
     }
 
     /// The manifest of the archive `src` names, importing it first if needed. The outer
@@ -343,14 +370,17 @@ impl PackageController {
         m
     }
 
-    /// Children and status of an installed package.
+    /// Children and status of an installed package, its Container on `root_hash` (with
+    /// its daemons stopped when `hold`); `extra` changes the status written with them.
     async fn converge(
         &self,
         pkg: &Resource<PackageSpec>,
         ctx: &Context,
-        src: &Resolved,
+        root_hash: &str,
         m: &Manifest,
-    ) -> ReconcileResult {
+        hold: bool,
+        extra: impl FnOnce(&mut PackageStatus) + Send,
+    ) -> Result<Converged, ReconcileError> {
         let name = pkg.name();
         let Some(owner) = derive::owner(pkg) else {
             return Err(ReconcileError::Transient(format!(
@@ -397,6 +427,8 @@ impl PackageController {
         let (deps, waiting) = conditions::dependencies(m, |id| dependency_view(ctx, id));
         let blocked_by = conditions::first_critical(&outstanding).cloned();
         let run = pkg.spec.running && blocked_by.is_none() && waiting.is_none();
+        let will_run = run;
+        let run = run && !hold;
 
         let volumes = derive::volumes(name, m);
         for (n, spec) in &volumes {
@@ -409,7 +441,7 @@ impl PackageController {
             ctx,
             &owner,
             name,
-            &derive::container(pkg, m, &src.root_hash, run),
+            &derive::container(pkg, m, root_hash, run),
         )
         .await?;
         let container = Resource::<ContainerSpec>::from_object(&container)
@@ -436,7 +468,7 @@ impl PackageController {
         derive::prune::<ServiceInterfaceSpec>(ctx, &owner.uid, &keep).await?;
 
         let running = conditions::running(
-            pkg.spec.running,
+            pkg.spec.running && !hold,
             cstatus,
             blocked_by.as_ref(),
             waiting.as_deref(),
@@ -446,7 +478,7 @@ impl PackageController {
         let installed = Verdict {
             status: ConditionStatus::True,
             reason: reasons::INSTALLED,
-            message: format!("{} {} ({})", m.id, m.version, src.root_hash),
+            message: format!("{} {} ({root_hash})", m.id, m.version),
         };
         let conds = [
             condition(pkg, ctx, types::INSTALLED, installed),
@@ -460,17 +492,23 @@ impl PackageController {
                 conditions::tasks(&outstanding),
             ),
         ];
+        let verdict = conds[2].clone();
         update_status(&*ctx.store, pkg, |s: &mut PackageStatus| {
             s.version = Some(m.version.clone());
-            s.root_hash = Some(src.root_hash.clone());
+            s.root_hash = Some(root_hash.to_owned());
             s.health = health;
             s.tasks_created_for = Some(m.version.clone());
             for c in conds {
                 crds::set_condition(&mut s.conditions, c);
             }
+            extra(s);
         })
         .await?;
-        Ok(Requeue::OnChange)
+        Ok(Converged {
+            will_run,
+            healthy: verdict,
+            container,
+        })
     }
 
     /// Removes archives nothing names any more, at most every `gc_every`.
@@ -506,7 +544,14 @@ impl PackageController {
                 return Ok(Vec::new());
             };
             used.extend(pkg.spec.source.root_hash.clone());
-            used.extend(pkg.status.and_then(|s| s.root_hash));
+            if let Some(s) = pkg.status {
+                used.extend(s.root_hash);
+                // An update in flight may roll back to its old archive.
+                if let Some(u) = s.update {
+                    used.insert(u.from_root_hash);
+                    used.insert(u.to_root_hash);
+                }
+            }
             if let Ok(r) = source::resolve(&pkg.spec, p.name(), &ctx.cache) {
                 used.insert(r.root_hash);
             }
@@ -530,6 +575,16 @@ impl PackageController {
         }
         Ok(removed)
     }
+}
+
+/// What a converge found, for an update waiting on it.
+pub(crate) struct Converged {
+    /// Whether the daemons run (or would, were they not held): not blocked by a task or a
+    /// dependency, and `spec.running`.
+    will_run: bool,
+    /// The `Healthy` condition written.
+    healthy: Condition,
+    container: Resource<ContainerSpec>,
 }
 
 fn remove_unused(dir: &std::path::Path, used: &BTreeSet<String>) -> Result<Vec<String>, String> {

@@ -78,6 +78,14 @@ pub async fn cleanup(
     } else {
         tracing::info!(package = %name, "volumes kept (spec.keepData)");
     }
+    // A snapshot only serves the update that took it, which ends with the package.
+    super::snapshot::remove_all(pc.layout(), &name)
+        .await
+        .map_err(|e| {
+            ReconcileError::Transient(format!(
+                "Package {name:?}: cannot remove its snapshots: {e}"
+            ))
+        })?;
     pc.index.forget_package(&name);
     Ok(Requeue::OnChange)
 }

@@ -304,6 +304,60 @@ pub struct PackageStatus {
     /// not asked again, while an update to another version asks that version's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_created_for: Option<String>,
+    /// The update under way, recorded before each step so a restart resumes it and never
+    /// runs a migration twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<PackageUpdate>,
+    /// The root hash an update to failed (rolled back or refused), with the spec
+    /// generation it failed at: not tried again until the generation or the resolved root
+    /// hash changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_update: Option<FailedUpdate>,
+}
+
+/// An update (or downgrade) of an installed package, step by step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageUpdate {
+    pub from_version: String,
+    pub from_root_hash: String,
+    pub to_version: String,
+    pub to_root_hash: String,
+    pub phase: UpdatePhase,
+    /// Migration edges (`<from>-><to>`) whose hook ran and exited 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations_done: Vec<String>,
+    /// The edge whose hook was started and not yet recorded done: found so after a
+    /// restart, it is treated as failed (never run again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_started: Option<String>,
+    /// When the new version was started (the first health check's bound counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<crate::Time>,
+    /// Why it is rolling back (phase `RollingBack`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failure: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UpdatePhase {
+    /// The old version's daemons are being stopped; then its volumes are snapshotted.
+    #[default]
+    Stopping,
+    /// The migration hooks run in the stopped container.
+    Migrating,
+    /// The new version runs; its first health check is awaited.
+    Starting,
+    /// The old version's volumes are being restored and it is switched back.
+    RollingBack,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedUpdate {
+    pub root_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
