@@ -200,34 +200,7 @@ async fn wait_for(
     what: &str,
     pred: impl Fn(&Object) -> bool,
 ) -> Result<Object> {
-    let kind = registry_kind();
-    let list = store.list(kind).await?;
-    let mut last = list.items.into_iter().find(|o| o.metadata.name == name);
-    let mut events = store
-        .watch(Some(kind), Some(&list.resource_version))
-        .await?;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(obj) = &last
-            && pred(obj)
-        {
-            return Ok(obj.clone());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.next()).await {
-            Ok(Some(ev)) => {
-                let ev = ev?;
-                if ev.object.metadata.name == name {
-                    last = Some((*ev.object).clone());
-                }
-            }
-            Ok(None) => bail!("the watch ended"),
-            Err(_) => bail!(
-                "{what}: not reached in {PATIENCE:?}; last {:?}",
-                last.as_ref().map(|o| (scanned(o), status_of(o)))
-            ),
-        }
-    }
+    Ok(store::wait::wait_for(store, registry_kind(), name, what, PATIENCE, pred).await?)
 }
 
 fn offered(obj: &Object) -> Vec<String> {

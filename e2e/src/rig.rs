@@ -202,7 +202,15 @@ impl Developer {
     }
 
     /// Packs the package in `dir` with `start-cli s9pk pack` into `out`; its root hash.
+    /// The package directory is copied first (times kept, so a `prepare.sh` cache stays
+    /// fresh): `prepare.sh` builds inside it, and tests pack the same package at once.
     pub fn pack(&self, dir: &Path, out: &Path) -> Result<String> {
+        let copies = self.home.join("packages");
+        std::fs::create_dir_all(&copies)?;
+        let copy = tempfile::tempdir_in(&copies)?;
+        run(Command::new("cp").arg("-a").arg(dir).arg(copy.path()))?;
+        let name = dir.file_name().context("a package directory name")?;
+        let dir = copy.path().join(name);
         let printed = Self::cli(
             &self.home,
             &["pack", &dir.to_string_lossy(), "-o", &out.to_string_lossy()],
@@ -289,34 +297,7 @@ pub async fn wait_for(
     pred: impl Fn(&Object) -> bool,
 ) -> Result<Object> {
     let kind = crds::kind_by_name(kind).with_context(|| format!("kind {kind}"))?;
-    let list = store.list(kind).await?;
-    let mut last = list.items.into_iter().find(|o| o.metadata.name == name);
-    let mut events = store
-        .watch(Some(kind), Some(&list.resource_version))
-        .await?;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(obj) = &last
-            && pred(obj)
-        {
-            return Ok(obj.clone());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.next()).await {
-            Ok(Some(ev)) => {
-                let ev = ev?;
-                if ev.object.metadata.name == name {
-                    last = Some((*ev.object).clone());
-                }
-            }
-            Ok(None) => bail!("the watch ended waiting for {what}"),
-            Err(_) => bail!(
-                "{what}: not reached in {PATIENCE:?}; last: {}",
-                last.map(|o| serde_json::to_string_pretty(&o).unwrap_or_default())
-                    .unwrap_or_else(|| "none".into())
-            ),
-        }
-    }
+    Ok(store::wait::wait_for(&**store, kind, name, what, PATIENCE, pred).await?)
 }
 
 /// Waits until object `kind/name` is gone.

@@ -29,6 +29,8 @@ mod watch;
 pub mod conformance;
 #[cfg(feature = "conformance")]
 pub mod intercept;
+#[cfg(feature = "conformance")]
+pub mod wait;
 
 use std::sync::Arc;
 

@@ -15,10 +15,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use controllers::{container::Host, layout::Layout};
 use crds::{Object, condition::find_condition, kind_by_name};
-use futures::StreamExt;
 use host::{
     lxc::LxcCli,
     mount::MountCli,
@@ -26,7 +25,6 @@ use host::{
 };
 use store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
 
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -240,30 +238,7 @@ pub async fn wait_for(
     pred: impl Fn(&Object) -> bool,
 ) -> Result<Object> {
     let kind = kind_by_name(kind).context("a known kind")?;
-    let list = store.list(kind).await?;
-    let mut last = list.items.into_iter().find(|o| o.metadata.name == name);
-    let mut events = store
-        .watch(Some(kind), Some(&list.resource_version))
-        .await?;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(obj) = &last
-            && pred(obj)
-        {
-            return Ok(obj.clone());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.next()).await {
-            Ok(Some(ev)) => {
-                let ev = ev?;
-                if ev.object.metadata.name == name {
-                    last = Some((*ev.object).clone());
-                }
-            }
-            Ok(None) => bail!("the watch ended"),
-            Err(_) => bail!("{what}: not reached in {PATIENCE:?}; last {last:#?}"),
-        }
-    }
+    Ok(store::wait::wait_for(&**store, kind, name, what, PATIENCE, pred).await?)
 }
 
 pub fn condition(obj: &Object, t: &str) -> String {
