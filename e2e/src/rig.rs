@@ -202,15 +202,23 @@ impl Developer {
     }
 
     /// Packs the package in `dir` with `start-cli s9pk pack` into `out`; its root hash.
-    /// The package directory is copied first (times kept, so a `prepare.sh` cache stays
-    /// fresh): `prepare.sh` builds inside it, and tests pack the same package at once.
+    /// The package's sources are copied first, without its `build/` (what `prepare.sh`
+    /// makes there): tests pack the same package at once, and each `prepare.sh` must build
+    /// in a directory of its own.
     pub fn pack(&self, dir: &Path, out: &Path) -> Result<String> {
         let copies = self.home.join("packages");
         std::fs::create_dir_all(&copies)?;
         let copy = tempfile::tempdir_in(&copies)?;
-        run(Command::new("cp").arg("-a").arg(dir).arg(copy.path()))?;
         let name = dir.file_name().context("a package directory name")?;
-        let dir = copy.path().join(name);
+        let target = copy.path().join(name);
+        std::fs::create_dir(&target)?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name() != "build" {
+                run(Command::new("cp").arg("-a").arg(entry.path()).arg(&target))?;
+            }
+        }
+        let dir = target;
         let printed = Self::cli(
             &self.home,
             &["pack", &dir.to_string_lossy(), "-o", &out.to_string_lossy()],
