@@ -145,6 +145,20 @@ impl Daemon {
     }
 }
 
+/// A `Daemon` dropped without `stop` or `kill` (a test that failed) is killed, and waited
+/// for here, so its data directory's lock is free for `startd teardown` right after.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.start_kill().is_ok()
+            && let Some(pid) = i32::try_from(self.pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+        }
+    }
+}
+
 /// Retries connecting to the socket (short, growing pauses) until it accepts, the daemon
 /// exits, or `deadline` passes.
 async fn wait_for_socket(child: &mut Child, socket: &Path, deadline: Instant) -> Result<()> {
