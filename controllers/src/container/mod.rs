@@ -28,7 +28,7 @@ pub mod plan;
 pub mod prepare;
 pub mod sweep;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,7 @@ pub struct ContainerController {
     permits: Arc<Semaphore>,
     watches: Watches,
     /// Containers whose slot was adopted from the store already.
-    adopted: Arc<Mutex<HashMap<String, ()>>>,
+    adopted: Arc<Mutex<HashSet<String>>>,
     resync: Duration,
     /// Held (shared) while images are mounted and (exclusive) while the sweep detaches
     /// loop devices: between `losetup` and `mount` a device is attached but mounted
@@ -190,7 +190,7 @@ impl ContainerController {
         };
         let mut adopted = lock(&self.adopted);
         for obj in ctx.cache.list(kind) {
-            if adopted.contains_key(obj.name()) {
+            if adopted.contains(obj.name()) {
                 continue;
             }
             if let Ok(res) = Resource::<ContainerSpec>::from_object(&obj)
@@ -202,7 +202,7 @@ impl ContainerController {
                     .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
                 self.alloc.adopt(obj.name(), ip, status.host_id_base);
             }
-            adopted.insert(obj.name().to_owned(), ());
+            adopted.insert(obj.name().to_owned());
         }
     }
 }
